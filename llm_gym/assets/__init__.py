@@ -1,0 +1,66 @@
+"""The embedded default world: tokenizer, tiny LM, tiny reward models, prompts, lexicon.
+
+Everything here is loaded from files inside the package; nothing is downloaded.
+``llm-gym build-assets`` rebuilds them (see :mod:`llm_gym.assets.build`).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ASSET_DIR",
+    "LM_DIR",
+    "PROMPT_SETS",
+    "REWARD_MODELS",
+    "TOKENIZER_DIR",
+    "load_prompts",
+    "reward_model_path",
+    "token_relevance",
+    "token_valence",
+]
+
+ASSET_DIR = Path(__file__).resolve().parent
+TOKENIZER_DIR = ASSET_DIR / "tokenizer"
+LM_DIR = ASSET_DIR / "lm"
+#: bundled reward models: name -> folder
+REWARD_MODELS = {"default": "rm_default", "deep": "rm_deep"}
+#: bundled prompt sets: name -> file
+PROMPT_SETS = {"reviews": "prompts_reviews.json"}
+
+
+def reward_model_path(name: str = "default") -> str:
+    """Folder of a bundled reward model (``"default"``: faithful last layer; ``"deep"``: not)."""
+    if name not in REWARD_MODELS:
+        raise ValueError(f"no bundled reward model {name!r}; expected one of {sorted(REWARD_MODELS)}")
+    return str(ASSET_DIR / REWARD_MODELS[name])
+
+
+def load_prompts(name: str = "reviews") -> list[str]:
+    """A bundled prompt set (held-out review openings of 2-8 tokens)."""
+    if name not in PROMPT_SETS:
+        raise ValueError(f"no bundled prompt set {name!r}; expected one of {sorted(PROMPT_SETS)}")
+    return json.loads((ASSET_DIR / PROMPT_SETS[name]).read_text())
+
+
+@lru_cache(maxsize=1)
+def _vocab_valence() -> np.ndarray:
+    return np.asarray(json.loads((ASSET_DIR / "token_valence.json").read_text()), dtype=np.float64)
+
+
+def token_valence(token_ids: np.ndarray | list[int]) -> np.ndarray:
+    """VADER lexicon valence of each token of the embedded tokenizer (0 for neutral tokens)."""
+    return _vocab_valence()[np.asarray(token_ids, dtype=np.int64)]
+
+
+def token_relevance(token_ids: np.ndarray | list[int]) -> np.ndarray:
+    """Ground-truth relevance of each token to the score: its absolute lexicon valence.
+
+    This is the oracle credit map of the embedded world and the reference for
+    credit-fidelity measurements.
+    """
+    return np.abs(token_valence(token_ids))

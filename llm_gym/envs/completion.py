@@ -1,0 +1,246 @@
+"""LLMCompletion-v0: text generation as a Gymnasium environment, one token per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from llm_gym.envs.task import CompletionTask, make_task
+from llm_gym.rewards import AttentionRequest, CompletionBatch, RewardModel
+
+__all__ = ["LLMCompletionEnv"]
+
+
+class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
+    """One episode writes one completion of a prompt; each step appends one token.
+
+    Observations are ``{"input_ids", "attention_mask"}`` int64 arrays of length
+    ``max_prompt_tokens + max_new_tokens``, left-padded so the newest token is
+    last. The reward is sparse: 0.0 on every step and the reward model's score R
+    on the last. The episode terminates on EOS (when ``eos_ends_episode``) or when
+    the completion reaches its horizon. The last step's info holds
+    ``prompt_ids``, ``completion_ids``, ``score``, ``text`` and ``token_rewards``
+    (zeros with R on the last token for this bare environment).
+
+    Args:
+        task: preset of :data:`llm_gym.envs.TASK_PRESETS` (``"default"``: the
+            embedded world's credit-limited task, 32 new tokens; ``"paper"``: 8-16
+            new tokens) that fills the options left as ``None``.
+        prompts: list of prompt strings, or the name of a bundled prompt set.
+        tokenizer: tokenizer object, hub id or folder (default: the embedded world's).
+        reward_model: a :class:`~llm_gym.rewards.RewardModel`, a bundled RM name
+            (``"default"``, ``"deep"``), a hub id or folder of a sequence
+            classifier, or a function ``text -> float``.
+        reward_model_kwargs: options for :class:`~llm_gym.rewards.HFRewardModel`
+            (``score``, ``pooling``, ``tokenizer``) or FunctionRewardModel (``on``).
+        max_prompt_tokens: longest prompt; sets the observation length with
+            ``max_new_tokens``.
+        max_new_tokens: the horizon: an int, or a ``(min, max)`` range sampled
+            uniformly per episode (as in the ABC paper).
+        min_new_tokens: EOS before this many tokens does not end the episode.
+        eos_ends_episode: whether emitting EOS terminates the episode.
+        truncate_prompts: keep the last ``max_prompt_tokens`` tokens of longer
+            prompts instead of raising.
+        device: where the reward model runs; ``"auto"`` is CUDA when available.
+        render_mode: ``"ansi"`` returns prompt and completion text.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> env = gym.make("LLMCompletion-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["input_ids"].shape
+        (40,)
+        >>> terminated = False
+        >>> while not terminated:
+        ...     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> sorted(info)
+        ['completion_ids', 'prompt_ids', 'score', 'text', 'token_rewards']
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: str | None = "default",
+        *,
+        prompts: str | Sequence[str] | None = None,
+        tokenizer: str | Any | None = None,
+        reward_model: str | RewardModel | Callable[[str], float] | None = None,
+        reward_model_kwargs: dict[str, Any] | None = None,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | tuple[int, int] | None = None,
+        min_new_tokens: int = 0,
+        eos_ends_episode: bool = True,
+        truncate_prompts: bool = False,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        render_mode: str | None = None,
+        completion_task: CompletionTask | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.task = completion_task or make_task(
+            task,
+            prompts=prompts,
+            tokenizer=tokenizer,
+            reward_model=reward_model,
+            reward_model_kwargs=reward_model_kwargs,
+            max_prompt_tokens=max_prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_ends_episode=eos_ends_episode,
+            truncate_prompts=truncate_prompts,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
+        self.render_mode = render_mode
+        length = self.task.max_length
+        vocab = self.task.vocab_size
+        self.action_space = spaces.Discrete(vocab)
+        self.observation_space = spaces.Dict(
+            {
+                "input_ids": spaces.Box(0, vocab - 1, shape=(length,), dtype=np.int64),
+                "attention_mask": spaces.Box(0, 1, shape=(length,), dtype=np.int64),
+            }
+        )
+        #: set by attention-credit wrappers: the RM then returns attention with the score
+        self.attention_request: AttentionRequest | None = None
+        self._input_ids = np.full(length, self.task.pad_token_id, dtype=np.int64)
+        self._attention_mask = np.zeros(length, dtype=np.int64)
+        self._prompt = np.zeros(0, dtype=np.int64)
+        self._completion: list[int] = []
+        self._horizon = 0
+        self._done = True
+
+    # ------------------------------------------------------------ properties
+    @property
+    def tokenizer(self) -> Any:
+        return self.task.tokenizer
+
+    @property
+    def reward_model(self) -> RewardModel:
+        return self.task.reward_model
+
+    @property
+    def prompt_ids(self) -> np.ndarray:
+        return self._prompt.copy()
+
+    @property
+    def completion_ids(self) -> np.ndarray:
+        return np.asarray(self._completion, dtype=np.int64)
+
+    @property
+    def horizon(self) -> int:
+        """This episode's number of new tokens unless EOS comes first."""
+        return self._horizon
+
+    # ------------------------------------------------------------------- API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Draw a prompt (``options={"prompt": text}`` forces one) and this episode's horizon."""
+        super().reset(seed=seed)
+        index = int(self.np_random.integers(len(self.task.prompts)))
+        low, high = self.task.new_tokens
+        self._horizon = int(self.np_random.integers(low, high + 1))
+        prompt = self.task.prompts[index]
+        if options and "prompt" in options:
+            prompt = self._encode_prompt(options["prompt"])
+        self._prompt = prompt
+        self._completion = []
+        self._done = False
+        self._input_ids.fill(self.task.pad_token_id)
+        self._attention_mask.fill(0)
+        n = len(prompt)
+        self._input_ids[-n:] = prompt
+        self._attention_mask[-n:] = 1
+        return self._observation(), {}
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self.advance(action):
+            score = self.score_episode()
+            return self._observation(), score, True, False, self.episode_info(score)
+        return self._observation(), 0.0, False, False, {}
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        prompt = self.tokenizer.decode(self._prompt.tolist())
+        completion = self.tokenizer.decode(self._completion)
+        return f"{prompt} \u2502 {completion}\n"
+
+    # ------------------------------------------------- pieces the vector env reuses
+    def advance(self, action: int) -> bool:
+        """Append one token; return whether the episode just ended (before scoring)."""
+        if self._done:
+            raise gym.error.ResetNeeded(
+                "step() called after the episode ended; call reset() before stepping again"
+            )
+        token = self._check_action(action)
+        self._completion.append(token)
+        self._input_ids[:-1] = self._input_ids[1:]
+        self._input_ids[-1] = token
+        self._attention_mask[:-1] = self._attention_mask[1:]
+        self._attention_mask[-1] = 1
+        length = len(self._completion)
+        eos = self.task.eos_token_id
+        ended = length >= self._horizon or (
+            eos is not None and token == eos and length >= self.task.min_new_tokens
+        )
+        self._done = ended
+        return ended
+
+    def completion_batch(self) -> CompletionBatch:
+        return CompletionBatch([self.prompt_ids], [self.completion_ids], self.tokenizer)
+
+    def score_episode(self) -> float:
+        """Score the finished completion with the reward model (one forward)."""
+        output = self.reward_model(self.completion_batch(), self.attention_request)
+        self._last_attention = None if output.attention is None else output.attention[0]
+        return float(output.scores[0])
+
+    def episode_info(self, score: float, attention: np.ndarray | None = None) -> dict[str, Any]:
+        """The last step's info (fresh objects every call)."""
+        token_rewards = [0.0] * len(self._completion)
+        token_rewards[-1] = score
+        info: dict[str, Any] = {
+            "prompt_ids": self._prompt.tolist(),
+            "completion_ids": list(self._completion),
+            "score": score,
+            "text": self.tokenizer.decode(self._completion),
+            "token_rewards": token_rewards,
+        }
+        attention = attention if attention is not None else getattr(self, "_last_attention", None)
+        if self.attention_request is not None and attention is not None:
+            info["rm_attention"] = np.asarray(attention, dtype=np.float64).tolist()
+        return info
+
+    # --------------------------------------------------------------- helpers
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+
+    def _check_action(self, action: Any) -> int:
+        try:
+            token = int(action)
+            valid = token == action and 0 <= token < self.task.vocab_size
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(
+                f"action {action!r} is not a token id in the action space "
+                f"Discrete({self.task.vocab_size}); expected an int in [0, {self.task.vocab_size})"
+            )
+        return token
+
+    def _encode_prompt(self, text: str) -> np.ndarray:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not 1 <= len(ids) <= self.task.max_prompt_tokens:
+            raise ValueError(
+                f"prompt {text!r} has {len(ids)} tokens; expected 1 to max_prompt_tokens="
+                f"{self.task.max_prompt_tokens}"
+            )
+        return np.asarray(ids, dtype=np.int64)

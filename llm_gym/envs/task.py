@@ -1,0 +1,190 @@
+"""What an LLMCompletion environment is made of: tokenizer, prompts, reward model, lengths.
+
+:func:`make_task` resolves user options (names, paths, objects) once, so a
+vector environment's sub-environments can share one tokenizer and one reward
+model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llm_gym import assets
+from llm_gym.rewards import FunctionRewardModel, HFRewardModel, RewardModel
+from llm_gym.rewards.loading import load_tokenizer
+
+__all__ = ["TASK_PRESETS", "CompletionTask", "make_task"]
+
+#: Named presets of the embedded world: prompt set and completion lengths.
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    # credit-limited: long completions whose score hangs on a few rare words
+    "default": {"prompts": "reviews", "max_prompt_tokens": 8, "max_new_tokens": 32},
+    # the ABC paper's IMDb setting: 2-8 prompt tokens, 8-16 new tokens
+    "paper": {"prompts": "reviews", "max_prompt_tokens": 8, "max_new_tokens": (8, 16)},
+}
+
+
+@dataclass
+class CompletionTask:
+    """Resolved, shareable parts of an LLMCompletion environment."""
+
+    tokenizer: Any
+    reward_model: RewardModel
+    prompts: list[np.ndarray]
+    prompt_texts: list[str]
+    max_prompt_tokens: int
+    new_tokens: tuple[int, int]
+    min_new_tokens: int
+    eos_token_id: int | None
+    pad_token_id: int
+    vocab_size: int
+
+    @property
+    def max_length(self) -> int:
+        return self.max_prompt_tokens + self.new_tokens[1]
+
+
+def _resolve_tokenizer(tokenizer: str | Any | None, trust_remote_code: bool) -> Any:
+    if tokenizer is None:
+        return load_tokenizer(str(assets.TOKENIZER_DIR))
+    if isinstance(tokenizer, str):
+        return load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    return tokenizer
+
+
+def _resolve_reward_model(
+    reward_model: str | RewardModel | Callable[[str], float] | None,
+    reward_model_kwargs: dict[str, Any],
+    device: str,
+    trust_remote_code: bool,
+) -> RewardModel:
+    if reward_model is None:
+        reward_model = assets.reward_model_path("default")
+    if isinstance(reward_model, RewardModel):
+        return reward_model
+    if isinstance(reward_model, str):
+        if reward_model in assets.REWARD_MODELS:
+            reward_model = assets.reward_model_path(reward_model)
+        return HFRewardModel(
+            reward_model, device=device, trust_remote_code=trust_remote_code, **reward_model_kwargs
+        )
+    if callable(reward_model):
+        return FunctionRewardModel(reward_model, **reward_model_kwargs)
+    raise TypeError(
+        f"reward_model must be a name of a bundled reward model {sorted(assets.REWARD_MODELS)}, "
+        f"a hub id or folder, a RewardModel, or a function of the text; got {type(reward_model).__name__}"
+    )
+
+
+def _resolve_lengths(
+    max_new_tokens: int | tuple[int, int], min_new_tokens: int
+) -> tuple[tuple[int, int], int]:
+    if isinstance(max_new_tokens, (int, np.integer)):
+        new_tokens = (int(max_new_tokens), int(max_new_tokens))
+    else:
+        low, high = (int(v) for v in max_new_tokens)
+        new_tokens = (low, high)
+    if not 1 <= new_tokens[0] <= new_tokens[1]:
+        raise ValueError(
+            f"max_new_tokens must be a positive int or a (min, max) range with 1 <= min <= max, "
+            f"got {max_new_tokens!r}"
+        )
+    if not 0 <= min_new_tokens <= new_tokens[0]:
+        raise ValueError(
+            f"min_new_tokens must be in [0, {new_tokens[0]}] (the shortest horizon), got {min_new_tokens}"
+        )
+    return new_tokens, int(min_new_tokens)
+
+
+def _tokenize_prompts(
+    prompts: str | Sequence[str], tokenizer: Any, max_prompt_tokens: int, truncate_prompts: bool
+) -> tuple[list[np.ndarray], list[str]]:
+    if isinstance(prompts, str):
+        prompts = assets.load_prompts(prompts)
+    texts = list(prompts)
+    if not texts:
+        raise ValueError("prompts is empty; expected at least one prompt")
+    encoded = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"each prompt must be a str, got {type(text).__name__}: {text!r}")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) == 0:
+            raise ValueError(f"prompt {text!r} has no tokens; expected at least one")
+        if len(ids) > max_prompt_tokens:
+            if not truncate_prompts:
+                raise ValueError(
+                    f"prompt {text!r} has {len(ids)} tokens, more than max_prompt_tokens="
+                    f"{max_prompt_tokens}; raise max_prompt_tokens or pass truncate_prompts=True "
+                    "to keep its last tokens"
+                )
+            ids = ids[-max_prompt_tokens:]
+        encoded.append(np.asarray(ids, dtype=np.int64))
+    return encoded, texts
+
+
+def make_task(
+    task: str | None = "default",
+    *,
+    prompts: str | Sequence[str] | None = None,
+    tokenizer: str | Any | None = None,
+    reward_model: str | RewardModel | Callable[[str], float] | None = None,
+    reward_model_kwargs: dict[str, Any] | None = None,
+    max_prompt_tokens: int | None = None,
+    max_new_tokens: int | tuple[int, int] | None = None,
+    min_new_tokens: int = 0,
+    eos_ends_episode: bool = True,
+    truncate_prompts: bool = False,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> CompletionTask:
+    """Resolve an environment's options into a :class:`CompletionTask`.
+
+    ``task`` names a preset of :data:`TASK_PRESETS` whose values fill every option
+    left as ``None``; ``task=None`` uses no preset (then ``prompts``,
+    ``max_prompt_tokens`` and ``max_new_tokens`` are required).
+    """
+    if task is not None and task not in TASK_PRESETS:
+        raise ValueError(f"task must be one of {sorted(TASK_PRESETS)} or None, got {task!r}")
+    preset = TASK_PRESETS[task] if task is not None else {}
+    prompts = prompts if prompts is not None else preset.get("prompts")
+    max_prompt_tokens = max_prompt_tokens if max_prompt_tokens is not None else preset.get("max_prompt_tokens")
+    max_new_tokens = max_new_tokens if max_new_tokens is not None else preset.get("max_new_tokens")
+    for name, value in (("prompts", prompts), ("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
+        if value is None:
+            raise ValueError(f"{name} is required when task=None")
+    if int(max_prompt_tokens) < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+
+    tokenizer = _resolve_tokenizer(tokenizer, trust_remote_code)
+    new_tokens, min_new_tokens = _resolve_lengths(max_new_tokens, min_new_tokens)
+    prompt_ids, prompt_texts = _tokenize_prompts(prompts, tokenizer, int(max_prompt_tokens), truncate_prompts)
+    rm = _resolve_reward_model(reward_model, reward_model_kwargs or {}, device, trust_remote_code)
+
+    eos = tokenizer.eos_token_id if eos_ends_episode else None
+    if eos_ends_episode and eos is None:
+        warnings.warn(
+            "the tokenizer defines no EOS token, so episodes end only at max_new_tokens",
+            stacklevel=3,
+        )
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        # Padding never reaches a model unmasked, so any id works; EOS is the usual choice.
+        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    return CompletionTask(
+        tokenizer=tokenizer,
+        reward_model=rm,
+        prompts=prompt_ids,
+        prompt_texts=prompt_texts,
+        max_prompt_tokens=int(max_prompt_tokens),
+        new_tokens=new_tokens,
+        min_new_tokens=min_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=int(pad),
+        vocab_size=len(tokenizer),
+    )

@@ -1,0 +1,268 @@
+"""Hugging Face sequence classifiers as reward models.
+
+Decoder classifiers (GPT-2, Llama, Qwen, ...) score at the last non-pad token;
+encoder classifiers (BERT, DistilBERT, ...) at the first ([CLS]) token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardModel, RewardOutput
+from llm_gym.rewards.loading import load_pretrained, load_tokenizer, resolve_device
+
+__all__ = ["EncodedBatch", "HFRewardModel"]
+
+
+@dataclass
+class EncodedBatch:
+    """A batch laid out for the reward model's forward.
+
+    Decoder RMs are left-padded (the scoring position is the last one); encoder
+    RMs are right-padded with [CLS] first.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor | None
+    score_index: torch.Tensor
+    #: per pair, the RM positions of the completion's RM tokens
+    completion_positions: list[np.ndarray]
+    #: per pair, (n, 2) character spans of those RM tokens in the full text, or
+    #: None when the RM reads the env's own token ids (one RM token per env token)
+    completion_char_spans: list[np.ndarray] | None
+
+
+class HFRewardModel(RewardModel):
+    """Any ``AutoModelForSequenceClassification`` as a reward model.
+
+    Args:
+        model: hub id, local folder, or an already loaded model.
+        tokenizer: the RM's own tokenizer (id, folder or object). ``None`` loads the
+            one saved with the model, or else reads the environment's token ids.
+            When the RM's vocabulary equals the environment's, ids are used as they
+            are; otherwise completions are decoded and re-tokenised.
+        score: ``"auto"`` (one logit if the model has one label, else
+            logit(positive) - logit(negative) found from ``id2label``, else label 1
+            minus label 0); an int picks one logit; a pair ``(pos, neg)`` of label
+            names or indices gives logit(pos) - logit(neg) as in the ABC paper.
+        pooling: ``"auto"``, ``"last"`` (decoder) or ``"first"`` ([CLS], encoder).
+        device: ``"auto"`` uses CUDA when available.
+        trust_remote_code: passed to ``from_pretrained``; off by default.
+
+    Example:
+        >>> import llm_gym.assets
+        >>> rm = HFRewardModel(llm_gym.assets.reward_model_path("default"))
+        >>> rm.pooling
+        'last'
+    """
+
+    supports_attention = True
+
+    def __init__(
+        self,
+        model: str | Any,
+        tokenizer: str | Any | None = None,
+        score: str | int | tuple[str | int, str | int] = "auto",
+        pooling: str = "auto",
+        device: str | torch.device = "auto",
+        trust_remote_code: bool = False,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        self.device = resolve_device(device)
+        if isinstance(model, str):
+            self.name = model
+            model = load_pretrained(
+                AutoModelForSequenceClassification, model, trust_remote_code=trust_remote_code
+            )
+        else:
+            self.name = getattr(model, "name_or_path", type(model).__name__)
+        self.model = model.to(self.device).eval()
+        if isinstance(tokenizer, str):
+            tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        elif tokenizer is None and isinstance(self.name, str):
+            try:
+                tokenizer = load_tokenizer(self.name, trust_remote_code=trust_remote_code)
+            except OSError:
+                tokenizer = None
+        self.tokenizer = tokenizer
+        self.pooling = self._resolve_pooling(pooling)
+        # Positions are found by our own padding, never by comparing ids with a pad
+        # id: completions may contain the pad/EOS id. A sentinel no id can equal
+        # makes the decoder head pool at the last position, which left padding makes
+        # the last real token.
+        self.model.config.pad_token_id = -1
+        self._score_index = self._resolve_score(score)
+        self._same_vocab_cache: dict[int, bool] = {}
+
+    # ----------------------------------------------------------------- config
+    def _resolve_pooling(self, pooling: str) -> str:
+        if pooling not in ("auto", "last", "first"):
+            raise ValueError(f"pooling must be 'auto', 'last' or 'first', got {pooling!r}")
+        if pooling != "auto":
+            return pooling
+        config = self.model.config
+        if getattr(config, "is_decoder", False):
+            return "last"
+        encoder_types = {"bert", "distilbert", "roberta", "deberta", "deberta-v2", "electra",
+                         "albert", "xlm-roberta", "camembert", "modernbert", "mpnet"}
+        return "first" if config.model_type in encoder_types else "last"
+
+    def _resolve_score(self, score: Any) -> tuple[int, int | None]:
+        num_labels = self.model.config.num_labels
+        id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+        label2id = {v.lower(): k for k, v in id2label.items()}
+
+        def index(label: str | int) -> int:
+            if isinstance(label, (int, np.integer)):
+                if not 0 <= int(label) < num_labels:
+                    raise ValueError(
+                        f"score label index {label} is out of range for a model with "
+                        f"{num_labels} labels (0..{num_labels - 1})"
+                    )
+                return int(label)
+            if label.lower() not in label2id:
+                raise ValueError(f"score label {label!r} is not one of the model's labels {id2label}")
+            return label2id[label.lower()]
+
+        if score == "auto":
+            if num_labels == 1:
+                return (0, None)
+            pos = [k for k, v in id2label.items() if v.lower().startswith("pos")]
+            neg = [k for k, v in id2label.items() if v.lower().startswith("neg")]
+            if len(pos) == 1 and len(neg) == 1:
+                return (pos[0], neg[0])
+            if num_labels == 2:
+                return (1, 0)
+            raise ValueError(
+                f"score='auto' cannot choose among {num_labels} labels {id2label}; pass "
+                "score=<label> or score=(positive, negative)"
+            )
+        if isinstance(score, tuple):
+            if len(score) != 2:
+                raise ValueError(f"score pair must be (positive, negative), got {score!r}")
+            return (index(score[0]), index(score[1]))
+        return (index(score), None)
+
+    # --------------------------------------------------------------- encoding
+    def uses_env_ids(self, env_tokenizer: Any) -> bool:
+        """True when the RM reads the env's token ids directly (same vocabulary)."""
+        if self.tokenizer is None:
+            return True
+        key = id(env_tokenizer)
+        if key not in self._same_vocab_cache:
+            self._same_vocab_cache[key] = (
+                env_tokenizer is self.tokenizer or env_tokenizer.get_vocab() == self.tokenizer.get_vocab()
+            )
+        return self._same_vocab_cache[key]
+
+    def encode(self, batch: CompletionBatch) -> EncodedBatch:
+        """Lay the batch out for one forward pass."""
+        tokenizer = self.tokenizer if self.tokenizer is not None else batch.tokenizer
+        char_spans: list[np.ndarray] | None
+        sequences: list[list[int]] = []
+        completion_starts: list[tuple[int, int]] = []
+        if self.uses_env_ids(batch.tokenizer):
+            char_spans = None
+            for prompt, completion in zip(batch.prompt_ids, batch.completion_ids):
+                ids = prompt.tolist() + completion.tolist()
+                prefix = 0
+                if self.pooling == "first":
+                    with_special = tokenizer.build_inputs_with_special_tokens(ids)
+                    prefix = _offset_of(with_special, ids)
+                    ids = with_special
+                completion_starts.append((prefix + len(prompt), len(completion)))
+                sequences.append(ids)
+        else:
+            char_spans = []
+            for prompt_text, completion_text in zip(batch.prompt_texts, batch.completion_texts):
+                text = prompt_text + completion_text
+                enc = tokenizer(
+                    text,
+                    add_special_tokens=self.pooling == "first",
+                    return_offsets_mapping=True,
+                )
+                offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+                # RM tokens that end after the prompt's text are completion tokens
+                # (special tokens have empty (0, 0) spans and are skipped).
+                in_completion = (offsets[:, 1] > len(prompt_text)) & (offsets[:, 1] > offsets[:, 0])
+                positions = np.flatnonzero(in_completion)
+                start = int(positions[0]) if positions.size else len(enc["input_ids"])
+                completion_starts.append((start, int(positions.size)))
+                char_spans.append(offsets[positions])
+                sequences.append(list(enc["input_ids"]))
+
+        max_positions = getattr(self.model.config, "max_position_embeddings", None) or getattr(
+            self.model.config, "n_positions", None
+        )
+        longest = max(len(s) for s in sequences)
+        if max_positions is not None and longest > max_positions:
+            raise ValueError(
+                f"a prompt + completion of {longest} reward-model tokens exceeds the reward "
+                f"model's {max_positions} positions; use shorter prompts or completions"
+            )
+        width = longest
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        completion_positions = []
+        for i, (ids, (start, length)) in enumerate(zip(sequences, completion_starts)):
+            offset = width - len(ids) if self.pooling == "last" else 0
+            input_ids[i, offset : offset + len(ids)] = ids
+            attention_mask[i, offset : offset + len(ids)] = 1
+            completion_positions.append(np.arange(offset + start, offset + start + length))
+        mask = torch.from_numpy(attention_mask)
+        if self.pooling == "last":
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            score_index = torch.full((len(sequences),), width - 1, dtype=torch.long)
+        else:
+            position_ids = None
+            score_index = torch.zeros(len(sequences), dtype=torch.long)
+        return EncodedBatch(
+            input_ids=torch.from_numpy(input_ids).to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=None if position_ids is None else position_ids.to(self.device),
+            score_index=score_index.to(self.device),
+            completion_positions=completion_positions,
+            completion_char_spans=char_spans,
+        )
+
+    # ---------------------------------------------------------------- scoring
+    def model_inputs(self, encoded: EncodedBatch) -> dict[str, torch.Tensor]:
+        inputs = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
+        if encoded.position_ids is not None:
+            inputs["position_ids"] = encoded.position_ids
+        return inputs
+
+    def logits_to_scores(self, logits: torch.Tensor) -> np.ndarray:
+        pos, neg = self._score_index
+        scores = logits[:, pos] if neg is None else logits[:, pos] - logits[:, neg]
+        return scores.double().cpu().numpy()
+
+    @torch.no_grad()
+    def score(
+        self, batch: CompletionBatch, attention: AttentionRequest | None = None
+    ) -> RewardOutput:
+        encoded = self.encode(batch)
+        if attention is None:
+            logits = self.model(**self.model_inputs(encoded)).logits
+            return RewardOutput(scores=self.logits_to_scores(logits))
+        from llm_gym.rewards.attention import score_with_attention
+
+        return score_with_attention(self, batch, encoded, attention)
+
+    def __repr__(self) -> str:
+        return f"HFRewardModel({self.name!r}, pooling={self.pooling!r})"
+
+
+def _offset_of(with_special: list[int], ids: list[int]) -> int:
+    """Where ``ids`` starts inside ``build_inputs_with_special_tokens(ids)``."""
+    for start in range(len(with_special) - len(ids) + 1):
+        if with_special[start : start + len(ids)] == ids:
+            return start
+    raise ValueError("the tokenizer's special-token template does not contain the input ids")
