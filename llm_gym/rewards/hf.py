@@ -109,8 +109,19 @@ class HFRewardModel(RewardModel):
         config = self.model.config
         if getattr(config, "is_decoder", False):
             return "last"
-        encoder_types = {"bert", "distilbert", "roberta", "deberta", "deberta-v2", "electra",
-                         "albert", "xlm-roberta", "camembert", "modernbert", "mpnet"}
+        encoder_types = {
+            "bert",
+            "distilbert",
+            "roberta",
+            "deberta",
+            "deberta-v2",
+            "electra",
+            "albert",
+            "xlm-roberta",
+            "camembert",
+            "modernbert",
+            "mpnet",
+        }
         return "first" if config.model_type in encoder_types else "last"
 
     def _resolve_score(self, score: Any) -> tuple[int, int | None]:
@@ -127,7 +138,9 @@ class HFRewardModel(RewardModel):
                     )
                 return int(label)
             if label.lower() not in label2id:
-                raise ValueError(f"score label {label!r} is not one of the model's labels {id2label}")
+                raise ValueError(
+                    f"score label {label!r} is not one of the model's labels {id2label}"
+                )
             return label2id[label.lower()]
 
         if score == "auto":
@@ -157,7 +170,8 @@ class HFRewardModel(RewardModel):
         key = id(env_tokenizer)
         if key not in self._same_vocab_cache:
             self._same_vocab_cache[key] = (
-                env_tokenizer is self.tokenizer or env_tokenizer.get_vocab() == self.tokenizer.get_vocab()
+                env_tokenizer is self.tokenizer
+                or env_tokenizer.get_vocab() == self.tokenizer.get_vocab()
             )
         return self._same_vocab_cache[key]
 
