@@ -28,7 +28,14 @@ from torch import nn
 
 from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardOutput
 
-__all__ = ["attention_rows", "map_to_env_tokens", "score_with_attention", "supported_family"]
+__all__ = [
+    "attention_rows",
+    "eager_forward",
+    "map_to_env_tokens",
+    "normalise",
+    "score_with_attention",
+    "supported_family",
+]
 
 _FAMILIES = {
     "gpt2": "gpt2",
@@ -179,7 +186,7 @@ def _resolve_layers(layers: tuple[int, ...], n_layers: int) -> list[int]:
     return sorted(set(resolved))
 
 
-def _eager_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+def eager_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
     """One forward in eager attention returning every layer's attention; restores the setting."""
     previous = model.config._attn_implementation
     if previous != "eager":
@@ -232,7 +239,7 @@ def attention_rows(
                 stacklevel=3,
             )
     if request.rollout or family is None:
-        out = _eager_forward(model, inputs)
+        out = eager_forward(model, inputs)
         batch_rows = torch.arange(encoded.input_ids.shape[0], device=encoded.input_ids.device)
         if request.rollout:
             return out.logits, _rollout_rows(out.attentions, encoded.score_index, request.heads)
@@ -257,7 +264,8 @@ def attention_rows(
     return logits, torch.stack(per_layer).mean(0)
 
 
-def _normalise(weights: np.ndarray) -> np.ndarray:
+def normalise(weights: np.ndarray) -> np.ndarray:
+    """``weights / weights.sum()``; uniform when the sum is zero or not finite."""
     total = weights.sum()
     if not np.isfinite(total) or total <= 0:
         return np.full(len(weights), 1.0 / max(len(weights), 1))
@@ -280,7 +288,7 @@ def map_to_env_tokens(
     overlap = np.clip(ends - starts, 0, None).astype(np.float64)  # (T_env, n_rm)
     covered = overlap.sum(axis=0)
     share = np.divide(overlap, covered, out=np.zeros_like(overlap), where=covered > 0)
-    return _normalise(share @ np.asarray(rm_weights, dtype=np.float64))
+    return normalise(share @ np.asarray(rm_weights, dtype=np.float64))
 
 
 @torch.no_grad()
@@ -294,7 +302,7 @@ def score_with_attention(
     for i, positions in enumerate(encoded.completion_positions):
         weights = rows_np[i, positions]
         if encoded.completion_char_spans is None:
-            attention.append(_normalise(weights))
+            attention.append(normalise(weights))
         else:
             env_spans = batch.completion_char_spans(i)
             attention.append(map_to_env_tokens(weights, encoded.completion_char_spans[i], env_spans))
