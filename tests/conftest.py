@@ -31,8 +31,12 @@ def tiny_config(family: str, vocab_size: int):
         return GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, **common)
     if family == "bert":
         return BertConfig(
-            num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, **common,
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            **common,
         )
     if family == "distilbert":
         return DistilBertConfig(
@@ -40,8 +44,13 @@ def tiny_config(family: str, vocab_size: int):
         )
     cls = LlamaConfig if family == "llama" else Qwen2Config
     return cls(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=64, **common,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **common,
     )
 
 

@@ -61,7 +61,9 @@ def test_rollout_equals_independent_computation(tmp_path, env_tokenizer):
     batch = random_batch(env_tokenizer, 3)
     encoded = rm.encode(batch)
     out = rm(batch, AttentionRequest(rollout=True))
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, attn_implementation="eager"
+    )
     model.config.pad_token_id = -1
     with torch.no_grad():
         attentions = model(**rm.model_inputs(encoded), output_attentions=True).attentions
@@ -80,8 +82,13 @@ def test_unsupported_architecture_falls_back_to_eager_and_warns_once(tmp_path, e
     from transformers import GPTNeoXConfig
 
     config = GPTNeoXConfig(
-        vocab_size=len(env_tokenizer.get_vocab()), hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, num_labels=2,
+        vocab_size=len(env_tokenizer.get_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
     )
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path)

@@ -52,10 +52,12 @@ _warned: set[str] = set()
 
 
 def supported_family(model: nn.Module) -> str | None:
-    """The read-out family of a model (``"gpt2"``, ``"bert"``, ``"distilbert"``, ``"rope"``), or None."""
+    """Read-out family: ``"gpt2"``, ``"bert"``, ``"distilbert"``, ``"rope"``, or None."""
     config = model.config
     family = _FAMILIES.get(config.model_type)
-    if family == "rope" and any(t != "full_attention" for t in getattr(config, "layer_types", None) or []):
+    if family == "rope" and any(
+        t != "full_attention" for t in getattr(config, "layer_types", None) or []
+    ):
         return None  # sliding-window layers mask keys in ways the row read-out does not model
     return family
 
@@ -96,7 +98,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class _RowReader:
     """Hooks one attention module and stores its scoring-row probabilities (B, H, T)."""
 
-    def __init__(self, module: nn.Module, family: str, query_index: torch.Tensor, allowed: torch.Tensor):
+    def __init__(
+        self, module: nn.Module, family: str, query_index: torch.Tensor, allowed: torch.Tensor
+    ):
         self.module, self.family = module, family
         self.query_index, self.allowed = query_index, allowed
         self.rows: torch.Tensor | None = None
@@ -116,7 +120,9 @@ class _RowReader:
             self.handles.append(m.q_lin.register_forward_hook(self._on_query))
             self.handles.append(m.k_lin.register_forward_hook(hook))
         else:
-            self.handles.append(m.register_forward_pre_hook(self._on_attention_inputs, with_kwargs=True))
+            self.handles.append(
+                m.register_forward_pre_hook(self._on_attention_inputs, with_kwargs=True)
+            )
             self.handles.append(m.q_proj.register_forward_hook(self._on_query))
             self.handles.append(m.k_proj.register_forward_hook(hook))
         return self
@@ -158,7 +164,10 @@ class _RowReader:
         if self.family == "rope":
             cos, sin = self._rope
             rows = torch.arange(b, device=q.device)
-            cos_q, sin_q = cos[rows, self.query_index][:, None], sin[rows, self.query_index][:, None]
+            cos_q, sin_q = (
+                cos[rows, self.query_index][:, None],
+                sin[rows, self.query_index][:, None],
+            )
             q = q * cos_q + _rotate_half(q) * sin_q
             k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
             k = k.repeat_interleave(n_heads // n_kv, dim=1)
@@ -245,7 +254,9 @@ def attention_rows(
             return out.logits, _rollout_rows(out.attentions, encoded.score_index, request.heads)
         chosen = _resolve_layers(request.layers, len(out.attentions))
         per_layer = [
-            _combine_heads(out.attentions[i][batch_rows, :, encoded.score_index].float(), request.heads)
+            _combine_heads(
+                out.attentions[i][batch_rows, :, encoded.score_index].float(), request.heads
+            )
             for i in chosen
         ]
         return out.logits, torch.stack(per_layer).mean(0)
@@ -305,5 +316,7 @@ def score_with_attention(
             attention.append(normalise(weights))
         else:
             env_spans = batch.completion_char_spans(i)
-            attention.append(map_to_env_tokens(weights, encoded.completion_char_spans[i], env_spans))
+            attention.append(
+                map_to_env_tokens(weights, encoded.completion_char_spans[i], env_spans)
+            )
     return RewardOutput(scores=rm.logits_to_scores(logits), attention=attention)

@@ -7,7 +7,7 @@ same completions before spending compute on training.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ __all__ = ["CreditMap", "credit_fidelity", "credit_weights", "default_credit_map
 
 #: a credit map: RM attention (an AttentionRequest), ABC-D (a GeneratorAttention),
 #: ``"uniform"``, or a function ``batch -> list of per-completion weights``
-CreditMap = Union[AttentionRequest, GeneratorAttention, str, Callable[[CompletionBatch], list]]
+CreditMap = AttentionRequest | GeneratorAttention | str | Callable[[CompletionBatch], list]
 
 
 def default_credit_maps(n_layers: int | None = None) -> dict[str, CreditMap]:
@@ -45,7 +45,8 @@ def credit_weights(
             raise ValueError("an AttentionRequest credit map needs reward_model=...")
         return list(reward_model(batch, credit).attention)
     if isinstance(credit, GeneratorAttention):
-        return [credit.weights(p, c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+        pairs = zip(batch.prompt_ids, batch.completion_ids, strict=True)
+        return [credit.weights(prompt, completion) for prompt, completion in pairs]
     if callable(credit):
         return [np.asarray(w, dtype=np.float64) for w in credit(batch)]
     raise ValueError(
@@ -70,7 +71,8 @@ def credit_fidelity(
             embedded world).
         reward_model: the RM whose attention the AttentionRequest maps read.
         credit_maps: name -> map; default :func:`default_credit_maps` for the RM's
-            number of layers (uniform is the bar ABC must clear).
+            number of layers (uniform is the bar ABC must clear), or uniform only
+            without a reward model.
         threshold: a token is relevant when ``abs(relevance) > threshold``.
 
     Example:
@@ -84,7 +86,10 @@ def credit_fidelity(
     if callable(relevance):
         relevance = [relevance(c) for c in batch.completion_ids]
     if credit_maps is None:
-        credit_maps = default_credit_maps(_n_layers(reward_model))
+        has_rm = reward_model is not None
+        credit_maps = (
+            default_credit_maps(_n_layers(reward_model)) if has_rm else {"uniform": "uniform"}
+        )
     return {
         name: fidelity_metrics(credit_weights(credit, batch, reward_model), relevance, threshold)
         for name, credit in credit_maps.items()

@@ -60,8 +60,13 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         tokenizer: Any = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, beta=beta, layers=layers, heads=heads, rollout=rollout,
-            reward_model=reward_model, tokenizer=tokenizer,
+            self,
+            beta=beta,
+            layers=layers,
+            heads=heads,
+            rollout=rollout,
+            reward_model=reward_model,
+            tokenizer=tokenizer,
         )
         CreditWrapper.__init__(self, env)
         self.beta = check_beta(beta)

@@ -30,7 +30,7 @@ def redistribute(weights: np.ndarray, episode_return: float, beta: float) -> np.
 
 
 def episode_ids(info: dict[str, Any], wrapper: str) -> tuple[np.ndarray, np.ndarray]:
-    """``info["prompt_ids"]`` and ``info["completion_ids"]`` of a finished episode, or a clear error."""
+    """A finished episode's ``info["prompt_ids"]`` and ``info["completion_ids"]``, or an error."""
     missing = [key for key in ("prompt_ids", "completion_ids") if key not in info]
     if missing:
         raise gym.error.Error(
@@ -105,8 +105,10 @@ class CreditWrapper(gym.Wrapper):
             return self.env.render()
         from llm_gym.wrappers.render import credit_ansi, token_strings
 
-        tokenizer = self.env.get_wrapper_attr("tokenizer") if self.env.has_wrapper_attr(
-            "tokenizer"
-        ) else None
+        tokenizer = (
+            self.env.get_wrapper_attr("tokenizer")
+            if self.env.has_wrapper_attr("tokenizer")
+            else None
+        )
         ids = self.last_completion_ids or list(range(len(self.last_token_rewards)))
         return credit_ansi(token_strings(ids, tokenizer), self.last_token_rewards) + "\n"

@@ -59,7 +59,9 @@ class GeneratorAttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         CreditWrapper.__init__(self, env)
         self.beta = check_beta(beta)
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
-        self.generator = GeneratorAttention(model, layers=layers, heads=heads, steps=steps, device=device)
+        self.generator = GeneratorAttention(
+            model, layers=layers, heads=heads, steps=steps, device=device
+        )
 
     def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         prompt, completion = episode_ids(info, "GeneratorAttentionCredit")

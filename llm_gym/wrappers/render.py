@@ -49,7 +49,8 @@ def credit_html(tokens: Sequence[str], token_rewards: Sequence[float]) -> str:
     """
     _check(tokens, token_rewards)
     spans = []
-    for token, reward, strength in zip(tokens, token_rewards, _strengths(token_rewards)):
+    strengths = _strengths(token_rewards)
+    for token, reward, strength in zip(tokens, token_rewards, strengths, strict=True):
         r, g, b = _rgb(strength)
         spans.append(
             f'<span title="{reward:+.4f}" style="background:rgb({r},{g},{b});'
@@ -67,7 +68,7 @@ def credit_ansi(tokens: Sequence[str], token_rewards: Sequence[float]) -> str:
     """
     _check(tokens, token_rewards)
     parts = []
-    for token, strength in zip(tokens, _strengths(token_rewards)):
+    for token, strength in zip(tokens, _strengths(token_rewards), strict=True):
         r, g, b = _rgb(strength)
         parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[30m{token.strip() or token}\x1b[0m")
     return " ".join(parts)
@@ -80,7 +81,8 @@ def credit_png(
 
     Example:
         >>> import tempfile, os
-        >>> out = credit_png(["good", "film"], [0.8, 0.2], os.path.join(tempfile.mkdtemp(), "c.png"))
+        >>> path = os.path.join(tempfile.mkdtemp(), "credit.png")
+        >>> out = credit_png(["good", "film"], [0.8, 0.2], path)
         >>> out.suffix
         '.png'
     """
@@ -96,12 +98,14 @@ def credit_png(
     ax.set_ylim(rows, 0)
     ax.axis("off")
     for i, (token, reward, strength) in enumerate(
-        zip(tokens, token_rewards, _strengths(token_rewards))
+        zip(tokens, token_rewards, _strengths(token_rewards), strict=True)
     ):
         x, y = i % per_row, i // per_row
         color = tuple(c / 255 for c in _rgb(strength))
         ax.add_patch(plt.Rectangle((x + 0.03, y + 0.05), 0.94, 0.9, color=color))
-        ax.text(x + 0.5, y + 0.4, token.strip() or repr(token), ha="center", va="center", fontsize=8)
+        ax.text(
+            x + 0.5, y + 0.4, token.strip() or repr(token), ha="center", va="center", fontsize=8
+        )
         ax.text(x + 0.5, y + 0.8, f"{reward:+.2f}", ha="center", va="center", fontsize=5)
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight")
