@@ -79,7 +79,8 @@ def _softmax_row(
     query: torch.Tensor, keys: torch.Tensor, scaling: float, allowed: torch.Tensor
 ) -> torch.Tensor:
     """(B, H, D) query row against (B, H, T, D) keys -> (B, H, T) attention probabilities."""
-    logits = torch.einsum("bhd,bhtd->bht", query.float(), keys.float()) * scaling
+    logits = torch.matmul(query.float().unsqueeze(-2), keys.float().transpose(-1, -2))
+    logits = logits.squeeze(-2) * scaling
     logits = logits.masked_fill(~allowed[:, None, :], float("-inf"))
     return torch.softmax(logits, dim=-1)
 
