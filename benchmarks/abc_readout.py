@@ -174,7 +174,8 @@ def main() -> None:
                 f"{name:<11}{f'{batch_size}x{length}':>8}{t['sparse']:>10.4f}{t['abc']:>9.4f}"
                 f"{t['eager']:>9.4f}{t['abc'] / t['sparse']:>11.3f}"
                 f"{t['eager'] / t['sparse']:>13.3f}"
-                f"{fastest['abc'] / fastest['sparse']:>7.3f} {fastest['eager'] / fastest['sparse']:.3f}"
+                f"{fastest['abc'] / fastest['sparse']:>7.3f}"
+                f" {fastest['eager'] / fastest['sparse']:.3f}"
                 f"   {memory[0]:.0f} / {memory[1]:.0f} / {memory[2]:.0f}",
                 flush=True,
             )
