@@ -305,3 +305,26 @@ def test_credit_fidelity(task, env_tokenizer):
     reports = credit_fidelity(batch, relevance, credit_maps=maps)
     assert reports["oracle"].mass_ratio > reports["uniform"].mass_ratio
     assert reports["oracle"].top_hit_rate == 1.0
+
+
+def test_reward_model_potential_is_incremental_and_exact(task):
+    from llm_gym.wrappers import RewardModelPotential
+
+    potential = RewardModelPotential(task.reward_model, task.tokenizer)
+    assert potential.incremental
+    prompt, completion = np.array([5, 10, 11]), np.array([12, 13, 14, 15])
+    for t in range(len(completion) + 1):
+        value = potential(prompt, completion[:t])
+        batch = CompletionBatch([prompt], [completion[:t]], task.tokenizer)
+        assert value == pytest.approx(float(task.reward_model(batch).scores[0]), abs=1e-5)
+
+
+def test_reward_model_shaping_telescopes_on_the_completion_env(task):
+    env = PotentialShaping(LLMCompletionEnv(completion_task=task), "reward_model")
+    shaped, info = run_episode(env, [10, 11, 12], 2)
+    prompt = np.asarray(info["prompt_ids"])
+    phi0 = task.reward_model(CompletionBatch([prompt], [np.zeros(0, int)], task.tokenizer)).scores[
+        0
+    ]
+    assert sum(shaped) == pytest.approx(info["score"] - phi0, abs=1e-5)
+    assert info["token_rewards"] == shaped

@@ -11,8 +11,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
-from llm_gym.rewards import CompletionBatch, RewardModel
+from llm_gym.rewards import CompletionBatch, HFRewardModel, RewardModel
 
 __all__ = ["PotentialShaping", "RewardModelPotential"]
 
@@ -23,8 +24,10 @@ class RewardModelPotential:
     """Phi(prompt, prefix) = scale * RM score of the prompt with the completion prefix so far.
 
     With it, the shaped rewards of an episode sum to R - Phi(s_0): each token is
-    credited with how much it moved the reward model's score. One RM forward per
-    step (batch of one).
+    credited with how much it moved the reward model's score (RED-style). For a
+    decoder :class:`~llm_gym.rewards.HFRewardModel` that reads the environment's
+    token ids, consecutive prefixes are scored incrementally with a KV cache, so
+    an episode costs about one RM forward; otherwise each call is one RM forward.
 
     Args:
         reward_model: any :class:`~llm_gym.rewards.RewardModel`.
@@ -34,10 +37,34 @@ class RewardModelPotential:
 
     def __init__(self, reward_model: RewardModel, tokenizer: Any, scale: float = 1.0) -> None:
         self.reward_model, self.tokenizer, self.scale = reward_model, tokenizer, float(scale)
+        self.incremental = (
+            isinstance(reward_model, HFRewardModel)
+            and reward_model.pooling == "last"
+            and reward_model.uses_env_ids(tokenizer)
+        )
+        self._ids: np.ndarray | None = None
+        self._cache: Any = None
 
     def __call__(self, prompt_ids: np.ndarray, prefix_ids: np.ndarray) -> float:
-        batch = CompletionBatch([prompt_ids], [prefix_ids], self.tokenizer)
-        return self.scale * float(self.reward_model(batch).scores[0])
+        if not self.incremental:
+            batch = CompletionBatch([prompt_ids], [prefix_ids], self.tokenizer)
+            return self.scale * float(self.reward_model(batch).scores[0])
+        ids = np.concatenate([prompt_ids, prefix_ids]).astype(np.int64)
+        extends = (
+            self._ids is not None
+            and len(ids) == len(self._ids) + 1
+            and np.array_equal(ids[:-1], self._ids)
+        )
+        new = ids[-1:] if extends else ids
+        model = self.reward_model.model
+        with torch.no_grad():
+            out = model(
+                input_ids=torch.from_numpy(new)[None].to(self.reward_model.device),
+                cache=self._cache if extends else None,
+                use_cache=True,
+            )
+        self._ids, self._cache = ids, out.cache
+        return self.scale * float(self.reward_model.logits_to_scores(out.logits)[0])
 
 
 class PotentialShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
