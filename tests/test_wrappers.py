@@ -328,3 +328,9 @@ def test_reward_model_shaping_telescopes_on_the_completion_env(task):
     ]
     assert sum(shaped) == pytest.approx(info["score"] - phi0, abs=1e-5)
     assert info["token_rewards"] == shaped
+
+
+def test_abc_on_an_episode_truncated_before_scoring(task):
+    env = AttentionCredit(gym.wrappers.TimeLimit(LLMCompletionEnv(completion_task=task), 2))
+    rewards, info = run_episode(env, [10, 11, 12], 0)
+    assert rewards == [0.0, 0.0] and info["token_rewards"] == [0.0, 0.0]

@@ -20,7 +20,9 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
     decoder RMs, [CLS] for encoder RMs) to completion token t, heads combined,
     restricted to the completion and renormalised. On ``LLMCompletion-v0`` it is
     read in the same forward that computes R (no extra pass). The step rewards
-    stay sparse; the credit is in ``info["token_rewards"]`` (sums to R).
+    stay sparse; the credit is in ``info["token_rewards"]`` (sums to R). An
+    episode truncated before the environment scored it (no ``info["score"]``)
+    keeps its return on its last token.
 
     Args:
         env: a token environment (see the protocol in :mod:`llm_gym.wrappers`).
@@ -95,6 +97,11 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
     def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         if "rm_attention" in info and self.reward_model is None:
             return np.asarray(info["rm_attention"], dtype=np.float64)
+        if self.reward_model is None and "score" not in info:
+            # cut off by an outer limit before the env scored it: keep the return where it fell
+            weights = np.zeros(n_tokens)
+            weights[-1] = 1.0
+            return weights
         if self.reward_model is None:
             raise gym.error.Error(
                 "AttentionCredit set env.unwrapped.attention_request but the last step's info "
