@@ -19,6 +19,7 @@ warns once per model type.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ _FAMILIES = {
     "qwen2": "rope",
 }
 _warned: set[str] = set()
+_modules_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def supported_family(model: nn.Module) -> str | None:
@@ -63,6 +65,12 @@ def supported_family(model: nn.Module) -> str | None:
 
 
 def _attention_modules(model: nn.Module, family: str) -> list[nn.Module]:
+    if model not in _modules_cache:
+        _modules_cache[model] = _find_attention_modules(model, family)
+    return _modules_cache[model]
+
+
+def _find_attention_modules(model: nn.Module, family: str) -> list[nn.Module]:
     def is_attention(m: nn.Module) -> bool:
         if family == "gpt2":
             return hasattr(m, "c_attn") and not getattr(m, "is_cross_attention", False)
@@ -133,7 +141,8 @@ class _RowReader:
             handle.remove()
 
     def _query_row(self, q: torch.Tensor) -> torch.Tensor:
-        return q[torch.arange(q.shape[0], device=q.device), self.query_index]
+        index = self.query_index[:, None, None].expand(-1, 1, q.shape[-1])
+        return q.gather(1, index).squeeze(1)
 
     def _on_attention_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         embeddings = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
