@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -119,21 +118,20 @@ class _RowReader:
 
     def install(self) -> _RowReader:
         m = self.module
-        hook: Callable[..., Any] = self._on_output
         if self.family == "gpt2":
             self.handles.append(m.c_attn.register_forward_hook(self._on_fused_qkv))
         elif self.family == "bert":
             self.handles.append(m.query.register_forward_hook(self._on_query))
-            self.handles.append(m.key.register_forward_hook(hook))
+            self.handles.append(m.key.register_forward_hook(self._on_keys))
         elif self.family == "distilbert":
             self.handles.append(m.q_lin.register_forward_hook(self._on_query))
-            self.handles.append(m.k_lin.register_forward_hook(hook))
+            self.handles.append(m.k_lin.register_forward_hook(self._on_keys))
         else:
             self.handles.append(
                 m.register_forward_pre_hook(self._on_attention_inputs, with_kwargs=True)
             )
             self.handles.append(m.q_proj.register_forward_hook(self._on_query))
-            self.handles.append(m.k_proj.register_forward_hook(hook))
+            self.handles.append(m.k_proj.register_forward_hook(self._on_keys))
         return self
 
     def remove(self) -> None:
@@ -157,7 +155,7 @@ class _RowReader:
         q, k, _ = output.split(self.module.split_size, dim=2)
         self._store(self._query_row(q), k, self.module.num_heads, self.module.num_heads)
 
-    def _on_output(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _on_keys(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         m = self.module
         if self.family == "bert":
             self._store(self._query, output, m.num_attention_heads, m.num_attention_heads)
