@@ -2,7 +2,8 @@
 
 For each reward model and batch shape (16 x 128 and 4 x 512 tokens) it times
 three ways of scoring the same batch, interleaved, and reports the ratios of
-median (and of minimum) times:
+median wall times, and of median process CPU times (steadier on a shared
+machine):
 
 - sparse: ``rm(batch)``, the score only (the model's default sdpa attention);
 - ABC: ``rm(batch, AttentionRequest())``, score plus last-layer credit, same forward;
@@ -120,18 +121,20 @@ def peak_memory(path: str, batch_size: int, length: int, method: str) -> None:
 def time_shape(
     path: Path, batch_size: int, length: int, repeats: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median and minimum seconds per call of each method, calls interleaved."""
+    """Median wall and CPU seconds per call of each method, calls interleaved."""
     calls = setup(path, batch_size, length)
     for call in calls.values():
         call()
     times: dict[str, list[float]] = {m: [] for m in METHODS}
+    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
     for _ in range(repeats):
         for method in METHODS:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             calls[method]()
             times[method].append(time.perf_counter() - start)
+            cpu[method].append(time.process_time() - start_cpu)
     medians = {m: statistics.median(v) for m, v in times.items()}
-    return medians, {m: min(v) for m, v in times.items()}
+    return medians, {m: statistics.median(v) for m, v in cpu.items()}
 
 
 def main() -> None:
@@ -144,7 +147,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="abc-bench-"))
     print(f"torch {torch.__version__}, {args.threads} threads, CPU; medians over repeats")
     header = f"{'model':<11}{'batch':>8}{'sparse s':>10}{'ABC s':>9}{'eager s':>9}"
-    header += f"{'ABC/sparse':>11}{'eager/sparse':>13}{'(min ratios)':>14}"
+    header += f"{'ABC/sparse':>11}{'eager/sparse':>13}{'(CPU-time ratios)':>19}"
     header += "   peak RSS rise MiB sparse/ABC/eager"
     print(header)
     for name in args.models:
@@ -152,7 +155,7 @@ def main() -> None:
         for batch_size, length in SHAPES:
             small = name == "default"
             repeats = (15 if small else 5) if args.quick else (41 if small else 9)
-            t, fastest = time_shape(path, batch_size, length, repeats)
+            t, cpu = time_shape(path, batch_size, length, repeats)
             memory = []
             for method in METHODS:
                 child = subprocess.run(
@@ -174,8 +177,7 @@ def main() -> None:
                 f"{name:<11}{f'{batch_size}x{length}':>8}{t['sparse']:>10.4f}{t['abc']:>9.4f}"
                 f"{t['eager']:>9.4f}{t['abc'] / t['sparse']:>11.3f}"
                 f"{t['eager'] / t['sparse']:>13.3f}"
-                f"{fastest['abc'] / fastest['sparse']:>7.3f}"
-                f" {fastest['eager'] / fastest['sparse']:.3f}"
+                f"{cpu['abc'] / cpu['sparse']:>7.3f} {cpu['eager'] / cpu['sparse']:.3f}"
                 f"   {memory[0]:.0f} / {memory[1]:.0f} / {memory[2]:.0f}",
                 flush=True,
             )
