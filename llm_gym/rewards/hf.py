@@ -187,7 +187,7 @@ class HFRewardModel(RewardModel):
                 ids = prompt.tolist() + completion.tolist()
                 prefix = 0
                 if self.pooling == "first":
-                    with_special = tokenizer.build_inputs_with_special_tokens(ids)
+                    with_special = _with_special_tokens(tokenizer, ids)
                     prefix = _offset_of(with_special, ids)
                     ids = with_special
                 completion_starts.append((prefix + len(prompt), len(completion)))
@@ -272,6 +272,18 @@ class HFRewardModel(RewardModel):
 
     def __repr__(self) -> str:
         return f"HFRewardModel({self.name!r}, pooling={self.pooling!r})"
+
+
+def _with_special_tokens(tokenizer: Any, ids: list[int]) -> list[int]:
+    """``ids`` inside the tokenizer's single-sequence special-token template ([CLS] ... [SEP])."""
+    if hasattr(tokenizer, "build_inputs_with_special_tokens"):
+        return tokenizer.build_inputs_with_special_tokens(ids)
+    # transformers 5 fast tokenizers have no such method: read the template off a probe text
+    probe = tokenizer.convert_ids_to_tokens(ids[:1])[0] if ids else ""
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    templated = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    start = _offset_of(templated, plain)
+    return templated[:start] + ids + templated[start + len(plain) :]
 
 
 def _offset_of(with_special: list[int], ids: list[int]) -> int:
