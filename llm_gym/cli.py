@@ -97,21 +97,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    compare = commands.add_parser("compare", help="train sparse, ABC, uniform, ... side by side and compare")
-    compare.add_argument("--rewards", nargs="+", default=None, help="methods: oracle sparse abc uniform abcd pbrs")
-    compare.add_argument("--preset", default="default", choices=["default", "paper"], help="task preset")
-    compare.add_argument("--quick", action="store_true", help="a run that takes at most ~10 minutes on 2 cores")
+    compare = commands.add_parser(
+        "compare", help="train sparse, ABC, uniform, ... side by side and compare"
+    )
+    compare.add_argument(
+        "--rewards", nargs="+", default=None, help="methods: oracle sparse abc uniform abcd pbrs"
+    )
+    compare.add_argument(
+        "--preset", default="default", choices=["default", "paper"], help="task preset"
+    )
+    compare.add_argument(
+        "--quick", action="store_true", help="a run that takes at most ~10 minutes on 2 cores"
+    )
     compare.add_argument("--seeds", type=int, default=None)
     compare.add_argument("--updates", type=int, default=None)
-    compare.add_argument("--batch", type=int, default=None, help="episodes per update (parallel envs)")
-    compare.add_argument("--beta", type=float, default=None, help="dense share of the credit (paper: 0.8)")
-    compare.add_argument("--abc-layers", type=int, nargs="+", default=None, help="RM layers ABC reads (-1: last)")
+    compare.add_argument(
+        "--batch", type=int, default=None, help="episodes per update (parallel envs)"
+    )
+    compare.add_argument(
+        "--beta", type=float, default=None, help="dense share of the credit (paper: 0.8)"
+    )
+    compare.add_argument(
+        "--abc-layers", type=int, nargs="+", default=None, help="RM layers ABC reads (-1: last)"
+    )
     compare.add_argument("--new-tokens", default=None, help="completion length, e.g. 32 or 40-60")
     compare.add_argument("--lr", type=float, default=None)
     compare.add_argument("--gae-lambda", type=float, default=None)
     compare.add_argument("--kl-target", type=float, default=None)
     compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
-    compare.add_argument("--smoothing", type=int, default=5, help="moving-average window for the table")
+    compare.add_argument(
+        "--smoothing", type=int, default=5, help="moving-average window for the table"
+    )
     compare.add_argument("--out", default="compare_out")
     compare.set_defaults(run=_compare)
 

@@ -134,3 +134,26 @@ def test_completion_texts_and_char_spans():
     assert batch.prompt_texts == ["the film"] and batch.completion_texts == [" was very good"]
     text = batch.texts[0]
     assert [text[s:e] for s, e in batch.completion_char_spans(0)] == [" was", " very", " good"]
+
+
+def test_model_folder_without_tokenizer_reads_env_ids(tmp_path, tiny_gpt2_rm):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_gpt2_rm)
+    model.save_pretrained(tmp_path)  # weights only, no tokenizer files
+    rm = HFRewardModel(str(tmp_path), device="cpu")
+    tok = word_tokenizer()
+    assert rm.tokenizer is None and rm.uses_env_ids(tok)
+    expected = HFRewardModel(tiny_gpt2_rm, device="cpu")(batch_of(tok, PAIRS)).scores
+    np.testing.assert_allclose(rm(batch_of(tok, PAIRS)).scores, expected, atol=1e-6)
+
+
+def test_fidelity_of_uniform_credit_is_chance():
+    from llm_gym.rewards.fidelity import fidelity_metrics
+
+    rng = np.random.default_rng(0)
+    relevance = [rng.random(10) * (rng.random(10) < 0.2) for _ in range(200)]
+    uniform = [np.full(10, 0.1) for _ in relevance]
+    report = fidelity_metrics(uniform, relevance)
+    assert report.mass_ratio == pytest.approx(1.0)
+    assert report.top_hit_rate == pytest.approx(report.top_hit_chance)
+    oracle = fidelity_metrics([r / max(r.sum(), 1e-9) for r in relevance], relevance)
+    assert oracle.top_hit_rate == 1.0 and oracle.spearman == pytest.approx(1.0)

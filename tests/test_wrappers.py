@@ -334,3 +334,28 @@ def test_abc_on_an_episode_truncated_before_scoring(task):
     env = AttentionCredit(gym.wrappers.TimeLimit(LLMCompletionEnv(completion_task=task), 2))
     rewards, info = run_episode(env, [10, 11, 12], 0)
     assert rewards == [0.0, 0.0] and info["token_rewards"] == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------- relevance (oracle) credit
+def test_relevance_credit_follows_relevance_and_keeps_return():
+    from llm_gym.wrappers import RelevanceCredit
+
+    relevance = lambda prompt, completion: (np.asarray(completion) == 10).astype(float)  # noqa: E731
+    env = RelevanceCredit(TokenEnv(), relevance, beta=0.8)
+    rewards, info = run_episode(env, [10, 5, 5, 5, 5, 5, 5, 5], seed=3)
+    token_rewards = np.asarray(info["token_rewards"])
+    score = sum(rewards)
+    assert token_rewards.sum() == pytest.approx(score)
+    assert token_rewards[0] == pytest.approx(
+        0.8 * score
+    )  # all dense credit on the one relevant token
+    assert token_rewards[-1] == pytest.approx(0.2 * score)
+    # nothing relevant: R stays on the last token
+    _, info = run_episode(env, [5], seed=3)
+    assert info["token_rewards"][:-1] == [0.0] * (len(info["token_rewards"]) - 1)
+    with pytest.raises(ValueError, match="expected one finite value per token"):
+        run_episode(
+            RelevanceCredit(TokenEnv(), lambda p, c: [1.0]), [5, 5, 5, 5, 5, 5, 5, 5], seed=3
+        )
+    with pytest.raises(gym.error.Error, match=r"RelevanceCredit needs info\['prompt_ids'\]"):
+        run_episode(RelevanceCredit(TokenEnv(ids=False), relevance), [5], seed=3)

@@ -150,7 +150,9 @@ def run_one(method: str, seed: int, preset: ComparePreset, out_dir: Path) -> lis
     return rows
 
 
-def credit_fidelity_table(preset: ComparePreset, methods: Sequence[str], n: int = 256, seed: int = 0) -> str:
+def credit_fidelity_table(
+    preset: ComparePreset, methods: Sequence[str], n: int = 256, seed: int = 0
+) -> str:
     """Fidelity of each credit map the run uses, on ``n`` completions of the initial policy."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -160,7 +162,9 @@ def credit_fidelity_table(preset: ComparePreset, methods: Sequence[str], n: int 
     from llm_gym.rewards.generator import GeneratorAttention
     from llm_gym.rewards.loading import load_pretrained
 
-    env = gym.make("LLMCompletion-v0", task=preset.task, reward_model=preset.reward_model, device="cpu")
+    env = gym.make(
+        "LLMCompletion-v0", task=preset.task, reward_model=preset.reward_model, device="cpu"
+    )
     task = env.unwrapped.task
     lm = load_pretrained(AutoModelForCausalLM, str(assets.LM_DIR)).eval()
     rng = np.random.default_rng(seed)
@@ -170,8 +174,11 @@ def credit_fidelity_table(preset: ComparePreset, methods: Sequence[str], n: int 
     with torch.no_grad():
         for prompt in prompts:
             out = lm.generate(
-                torch.from_numpy(prompt)[None], do_sample=True, top_k=0,
-                max_new_tokens=task.new_tokens[1], pad_token_id=task.pad_token_id,
+                torch.from_numpy(prompt)[None],
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=task.new_tokens[1],
+                pad_token_id=task.pad_token_id,
                 eos_token_id=task.eos_token_id,
             )
             completions.append(out[0, len(prompt) :].numpy())
@@ -184,11 +191,22 @@ def credit_fidelity_table(preset: ComparePreset, methods: Sequence[str], n: int 
     if "abcd" in methods:
         maps["abcd (generator attention)"] = GeneratorAttention(str(assets.LM_DIR), device="cpu")
     if "oracle" in methods:
-        maps["oracle"] = lambda b: [relevance_of(p, c) / max(relevance_of(p, c).sum(), 1e-12) for p, c in zip(b.prompt_ids, b.completion_ids)]
+        maps["oracle"] = lambda b: [
+            relevance_of(p, c) / max(relevance_of(p, c).sum(), 1e-12)
+            for p, c in zip(b.prompt_ids, b.completion_ids)
+        ]
     rm = task.reward_model if isinstance(task.reward_model, HFRewardModel) else None
-    reports = credit_fidelity(batch, relevance_of_batch := [assets.token_relevance(c) for c in completions], maps, reward_model=rm)
+    reports = credit_fidelity(
+        batch,
+        relevance_of_batch := [assets.token_relevance(c) for c in completions],
+        maps,
+        reward_model=rm,
+    )
     del relevance_of_batch
-    lines = ["| credit map | mass ratio | top-1 on relevant (chance) | Spearman | completions |", "|---|---|---|---|---|"]
+    lines = [
+        "| credit map | mass ratio | top-1 on relevant (chance) | Spearman | completions |",
+        "|---|---|---|---|---|",
+    ]
     for name, report in reports.items():
         lines.append(
             f"| {name} | {report.mass_ratio:.2f}x | {report.top_hit_rate:.2f} ({report.top_hit_chance:.2f}) "
@@ -227,7 +245,11 @@ def plot_curves(csv_path: Path, png_path: Path, smoothing: int = 5) -> None:
 
 
 def run_compare(
-    preset: ComparePreset, out_dir: str | Path, progress: bool = True, smoothing: int = 5, fidelity: bool = True
+    preset: ComparePreset,
+    out_dir: str | Path,
+    progress: bool = True,
+    smoothing: int = 5,
+    fidelity: bool = True,
 ) -> str:
     """Train every (method, seed), write the outputs, and return the summary markdown."""
     from tqdm.auto import tqdm
@@ -260,8 +282,12 @@ def run_compare(
         markdown_table(summaries),
     ]
     if fidelity:
-        parts += ["", "## Credit fidelity of the credit maps used (initial policy's completions)", "",
-                  credit_fidelity_table(preset, preset.methods)]
+        parts += [
+            "",
+            "## Credit fidelity of the credit maps used (initial policy's completions)",
+            "",
+            credit_fidelity_table(preset, preset.methods),
+        ]
     summary = "\n".join(parts) + "\n"
     (out / "summary.md").write_text(summary)
     return summary

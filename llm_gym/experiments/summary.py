@@ -50,7 +50,9 @@ def load_curves(path: str | Path, column: str = "score") -> Curves:
         reader = csv.DictReader(handle)
         missing = {"method", "seed", "update", column} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path} lacks the columns {sorted(missing)}; found {reader.fieldnames}")
+            raise ValueError(
+                f"{path} lacks the columns {sorted(missing)}; found {reader.fieldnames}"
+            )
         for row in reader:
             run = runs.setdefault(row["method"], {}).setdefault(int(row["seed"]), {})
             run[int(row["update"])] = float(row[column])
@@ -157,12 +159,15 @@ def summarise(
                 median_updates_per_seed=float(np.median(per_seed)) if per_seed else None,
                 median_ratio_per_seed=float(np.median(ratios)) if ratios else None,
                 seeds_reaching=sum(
-                    updates_to_threshold(smooth(curves.values[method][s], smoothing), threshold) is not None
+                    updates_to_threshold(smooth(curves.values[method][s], smoothing), threshold)
+                    is not None
                     for s in curves.seeds(method)
                 ),
                 paired_mean_diff=float(np.mean(diffs)) if paired else None,
                 paired_mean_diff_se=(
-                    float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if paired and len(diffs) > 1 else None
+                    float(np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
+                    if paired and len(diffs) > 1
+                    else None
                 ),
             )
         )
@@ -185,7 +190,8 @@ def markdown_table(summaries: Iterable[MethodSummary], baseline: str = "sparse")
         paired = (
             "-"
             if s.paired_mean_diff is None
-            else f"{s.paired_mean_diff:+.3f}" + (f" ± {s.paired_mean_diff_se:.3f}" if s.paired_mean_diff_se else "")
+            else f"{s.paired_mean_diff:+.3f}"
+            + (f" ± {s.paired_mean_diff_se:.3f}" if s.paired_mean_diff_se else "")
         )
         rows.append(
             f"| {s.method} | {s.seeds} | {s.final:.3f} | {s.best:.3f} | {s.mean:.3f} "

@@ -88,7 +88,9 @@ def fidelity_metrics(
         total = w.sum()
         masses.append(w[relevant].sum() / total if total > 0 else 0.0)
         shares.append(relevant.mean())
-        hits.append(bool(relevant[int(np.argmax(w))]))
+        # ties for the largest weight (uniform credit) count as a random pick among them
+        top = np.flatnonzero(w == w.max())
+        hits.append(float(relevant[top].mean()))
         rho = spearman(w, r)
         if not np.isnan(rho):
             correlations.append(rho)

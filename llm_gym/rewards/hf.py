@@ -7,6 +7,7 @@ encoder classifiers (BERT, DistilBERT, ...) at the first ([CLS]) token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,7 @@ class HFRewardModel(RewardModel):
         self.model = model.to(self.device).eval()
         if isinstance(tokenizer, str):
             tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-        elif tokenizer is None and isinstance(self.name, str):
+        elif tokenizer is None and _may_hold_tokenizer(self.name):
             try:
                 tokenizer = load_tokenizer(self.name, trust_remote_code=trust_remote_code)
             except OSError:
@@ -284,6 +285,20 @@ def _with_special_tokens(tokenizer: Any, ids: list[int]) -> list[int]:
     templated = tokenizer(probe, add_special_tokens=True)["input_ids"]
     start = _offset_of(templated, plain)
     return templated[:start] + ids + templated[start + len(plain) :]
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
+def _may_hold_tokenizer(name: Any) -> bool:
+    """A local model folder holds a tokenizer only if it has tokenizer files; without
+    them transformers returns an empty default tokenizer instead of failing."""
+    if not isinstance(name, str):
+        return False
+    folder = Path(name)
+    if folder.is_dir():
+        return any((folder / f).exists() for f in _TOKENIZER_FILES)
+    return True
 
 
 def _offset_of(with_special: list[int], ids: list[int]) -> int:

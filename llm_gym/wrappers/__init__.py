@@ -2,7 +2,7 @@
 
 One scheme per module: :class:`SparseReward` (R on the last token),
 :class:`AttentionCredit` (ABC: the reward model's attention), :class:`UniformCredit`
-(R / T), :class:`GeneratorAttentionCredit` (ABC-D: a causal LM's attention) and
+(R / T), :class:`RelevanceCredit` (a known per-token relevance: the oracle), :class:`GeneratorAttentionCredit` (ABC-D: a causal LM's attention) and
 :class:`PotentialShaping` (Ng-Harada-Russell shaping with a prefix potential).
 :mod:`llm_gym.wrappers.vector` has the vector versions; :mod:`llm_gym.wrappers.render`
 draws a completion coloured by token reward.
@@ -41,6 +41,7 @@ adds its shaping terms to that wrapper's token credit.
 from llm_gym.wrappers.attention_credit import AttentionCredit
 from llm_gym.wrappers.credit import CreditWrapper, redistribute
 from llm_gym.wrappers.generator_credit import GeneratorAttentionCredit
+from llm_gym.wrappers.relevance_credit import RelevanceCredit
 from llm_gym.wrappers.render import credit_ansi, credit_html, credit_png
 from llm_gym.wrappers.shaping import PotentialShaping, RewardModelPotential
 from llm_gym.wrappers.sparse import SparseReward
@@ -51,6 +52,7 @@ __all__ = [
     "CreditWrapper",
     "GeneratorAttentionCredit",
     "PotentialShaping",
+    "RelevanceCredit",
     "RewardModelPotential",
     "SparseReward",
     "UniformCredit",
