@@ -1,0 +1,104 @@
+"""Incremental decoding of left-padded token windows with a key/value cache.
+
+Holds :class:`IncrementalDecoder`, which turns the fixed-length observation
+windows of a token environment into one-token forwards: a row whose new window is
+its previous window shifted left by one token reuses the cached keys and values;
+any other row (a new episode, or anything unexpected) is re-encoded in full. The
+result is therefore always exactly what a full forward over the window gives.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+__all__ = ["IncrementalDecoder", "position_ids_from_mask"]
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions of a left-padded batch: 0 at the first real token (padding gets 0 too)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class IncrementalDecoder:
+    """Last-position hidden states of a transformer trunk, one new token per call.
+
+    Args:
+        trunk: the model's base transformer (``causal_lm.base_model``), called with
+            ``input_ids``, ``attention_mask``, ``position_ids`` and a ``DynamicCache``.
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> decoder = IncrementalDecoder(lm.base_model)
+        >>> ids = torch.tensor([[0, 0, 5, 6]]); mask = torch.tensor([[0, 0, 1, 1]])
+        >>> first = decoder(ids, mask)
+        >>> ids2 = torch.tensor([[0, 5, 6, 7]]); mask2 = torch.tensor([[0, 1, 1, 1]])
+        >>> full = lm.base_model(ids2, attention_mask=mask2,
+        ...     position_ids=position_ids_from_mask(mask2)).last_hidden_state[:, -1]
+        >>> torch.allclose(decoder(ids2, mask2), full, atol=1e-5)
+        True
+    """
+
+    def __init__(self, trunk: nn.Module) -> None:
+        self.trunk = trunk
+        # transformers renamed past_key_values to cache in 5.x; accept both generations
+        self._cache_arg = (
+            "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the cache (the next call re-encodes every row)."""
+        self._cache: DynamicCache | None = None
+        self._ids: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        out = self.trunk(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=True,
+            **{self._cache_arg: DynamicCache()},
+        )
+        return out.last_hidden_state[:, -1], out[self._cache_arg]
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden state of the newest (last) token of each window, shape (batch, width)."""
+        ids, mask = input_ids.long(), attention_mask.long()
+        if self._cache is None or self._ids is None or self._ids.shape != ids.shape:
+            hidden, self._cache = self._encode(ids, mask)
+            self._ids, self._mask = ids, mask
+            return hidden
+        continues = (ids[:, :-1] == self._ids[:, 1:]).all(1) & (mask[:, :-1] == self._mask[:, 1:]).all(1)
+        continues &= mask[:, -1] == 1
+        if not bool(continues.any()):
+            hidden, self._cache = self._encode(ids, mask)
+        else:
+            # the window slides: the oldest cached position leaves as the new token enters
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[:, :, 1:]
+                layer.values = layer.values[:, :, 1:]
+            out = self.trunk(
+                input_ids=ids[:, -1:],
+                attention_mask=mask,
+                position_ids=position_ids_from_mask(mask)[:, -1:],
+                use_cache=True,
+                **{self._cache_arg: self._cache},
+            )
+            hidden = out.last_hidden_state[:, -1]
+            restart = (~continues).nonzero().squeeze(1)
+            if restart.numel():
+                fresh_hidden, fresh = self._encode(ids[restart], mask[restart])
+                hidden[restart] = fresh_hidden
+                for layer, new in zip(self._cache.layers, fresh.layers):
+                    layer.keys[restart] = new.keys
+                    layer.values[restart] = new.values
+        self._ids, self._mask = ids, mask
+        return hidden
