@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 from llm_gym import assets
 from llm_gym.agents.decoding import IncrementalDecoder, position_ids_from_mask
 
-__all__ = ["CRITICS", "CausalLMPolicy", "load_causal_lm"]
+__all__ = ["CRITICS", "CausalLMCore", "CausalLMPolicy", "load_causal_lm"]
 
 #: value-function designs: "detached" reads the LM hidden state through stop-gradient
 #: (value loss cannot disturb the policy trunk), "shared" lets value gradients into it
@@ -33,45 +33,14 @@ def load_causal_lm(model: str | None, trust_remote_code: bool = False) -> nn.Mod
     return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
 
 
-class CausalLMPolicy(ActorCriticPolicy):
-    """A causal LM as an actor-critic policy for token environments.
+class CausalLMCore:
+    """The causal-LM machinery shared by :class:`CausalLMPolicy` and the maskable policy."""
 
-    The observation is a ``Dict(input_ids, attention_mask)`` window, left-padded so
-    the newest token is last (as ``LLMCompletion-v0`` gives it). Logits at the last
-    position are the action distribution, optionally with temperature and top-k;
-    the log-probabilities PPO uses are those of the distribution actually sampled
-    from. Pretrained weights are kept (no orthogonal re-initialisation) and there is
-    no new vocab x vocab action layer. Dropout is off in rollouts and, by default,
-    in updates too, so PPO's first-epoch probability ratio is exactly 1. In
-    rollouts (eval mode, no gradient) the LM decodes incrementally with a
-    key/value cache; the result equals a full forward over the window.
-
-    Args:
-        observation_space: ``Dict(input_ids, attention_mask)`` Box space of the env.
-        action_space: ``Discrete(vocab_size)``; must equal the LM's vocabulary.
-        lr_schedule: learning-rate schedule (given by the algorithm).
-        model: hub id or folder of a causal LM; ``None``: the embedded tiny LM. A
-            name, not a live model, so that ``save``/``load`` can rebuild it.
-        critic: ``"detached"`` (default; an MLP on the stop-gradient hidden state)
-            or ``"shared"`` (a linear head whose gradients reach the LM trunk).
-        critic_hidden: width of the detached critic's hidden layer.
-        temperature: divides the logits before sampling (1.0: the LM's own).
-        top_k: sample only among the k most likely tokens (``None``: all).
-        dropout: keep the LM's dropout active in updates (rollouts never use it).
-        trust_remote_code: passed to ``from_pretrained``; off by default.
-        **kwargs: other :class:`ActorCriticPolicy` options (``optimizer_class``,
-            ``optimizer_kwargs``); ``ortho_init`` is always False.
-
-    Example:
-        >>> import gymnasium as gym, llm_gym
-        >>> from llm_gym.agents import TokenPPO
-        >>> env = gym.make("LLMCompletion-v0", max_new_tokens=4)
-        >>> model = TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, seed=0)
-        >>> obs, _ = env.reset(seed=0)
-        >>> action, _ = model.predict(obs)
-        >>> 0 <= int(action) < env.action_space.n
-        True
-    """
+    action_space: spaces.Discrete
+    observation_space: spaces.Dict
+    optimizer_class: type[torch.optim.Optimizer]
+    optimizer_kwargs: dict[str, Any]
+    action_dist: CategoricalDistribution
 
     def __init__(
         self,
@@ -103,7 +72,7 @@ class CausalLMPolicy(ActorCriticPolicy):
         self.top_k = top_k
         self.dropout = dropout
         self.trust_remote_code = trust_remote_code
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
 
     # ---------------------------------------------------------------- building
     def _build(self, lr_schedule: Schedule) -> None:
@@ -133,9 +102,8 @@ class CausalLMPolicy(ActorCriticPolicy):
         nn.init.zeros_(last.bias)
         self.action_net = nn.Identity()
         self.decoder = IncrementalDecoder(self.lm.base_model)
-        self.optimizer = self.optimizer_class(
-            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
-        )
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -150,11 +118,17 @@ class CausalLMPolicy(ActorCriticPolicy):
         )
         return data
 
-    def train(self, mode: bool = True) -> CausalLMPolicy:
+    def train(self, mode: bool = True) -> CausalLMCore:
         super().train(mode)
         if not self.dropout:
             self.lm.eval()
+        if mode:  # the weights are about to change: cached keys and values go stale
+            self.decoder.reset()
         return self
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self.decoder.reset()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ---------------------------------------------------------------- forward
     def hidden_state(self, obs: PyTorchObs) -> torch.Tensor:
@@ -204,6 +178,47 @@ class CausalLMPolicy(ActorCriticPolicy):
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
         return self._values(self.hidden_state(obs))
+
+
+class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
+    """A causal LM as an actor-critic policy for token environments.
+
+    The observation is a ``Dict(input_ids, attention_mask)`` window, left-padded so
+    the newest token is last (as ``LLMCompletion-v0`` gives it). Logits at the last
+    position are the action distribution, optionally with temperature and top-k;
+    the log-probabilities PPO uses are those of the distribution actually sampled
+    from. Pretrained weights are kept (no orthogonal re-initialisation) and there is
+    no new vocab x vocab action layer. Dropout is off in rollouts and, by default,
+    in updates too, so PPO's first-epoch probability ratio is exactly 1. In
+    rollouts (eval mode, no gradient) the LM decodes incrementally with a
+    key/value cache; the result equals a full forward over the window.
+
+    Args:
+        observation_space: ``Dict(input_ids, attention_mask)`` Box space of the env.
+        action_space: ``Discrete(vocab_size)``; must equal the LM's vocabulary.
+        lr_schedule: learning-rate schedule (given by the algorithm).
+        model: hub id or folder of a causal LM; ``None``: the embedded tiny LM. A
+            name, not a live model, so that ``save``/``load`` can rebuild it.
+        critic: ``"detached"`` (default; an MLP on the stop-gradient hidden state)
+            or ``"shared"`` (a linear head whose gradients reach the LM trunk).
+        critic_hidden: width of the detached critic's hidden layer.
+        temperature: divides the logits before sampling (1.0: the LM's own).
+        top_k: sample only among the k most likely tokens (``None``: all).
+        dropout: keep the LM's dropout active in updates (rollouts never use it).
+        trust_remote_code: passed to ``from_pretrained``; off by default.
+        **kwargs: other :class:`ActorCriticPolicy` options (``optimizer_class``,
+            ``optimizer_kwargs``); ``ortho_init`` is always False.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym.agents import TokenPPO
+        >>> env = gym.make("LLMCompletion-v0", max_new_tokens=4)
+        >>> model = TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, seed=0)
+        >>> obs, _ = env.reset(seed=0)
+        >>> action, _ = model.predict(obs)
+        >>> 0 <= int(action) < env.action_space.n
+        True
+    """
 
 
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:

@@ -21,9 +21,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
-from llm_gym.agents.policy import CausalLMPolicy, load_causal_lm
+from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, load_causal_lm
 
-__all__ = ["KLController", "TokenPPO", "make_token_vec_env"]
+__all__ = ["KLController", "TokenCreditMixin", "TokenPPO", "make_token_vec_env"]
 
 
 def make_token_vec_env(
@@ -133,7 +133,58 @@ class _KLPenaltyCallback(TokenRewardCallback):
         model.kl.update(kl, len(self._kls) * model.n_envs)
 
 
-class TokenPPO(PPO):
+class TokenCreditMixin:
+    """What TokenPPO and TokenMaskablePPO add to their SB3 base: reference LM, KL, token credit."""
+
+    policy: Any
+    device: torch.device
+
+    def _init_token_credit(
+        self,
+        kl_coef: float,
+        kl_target: float | None,
+        kl_horizon: int,
+        kl_coef_max: float,
+        reference_model: str | None,
+        reward_scale: float,
+    ) -> None:
+        self.kl = KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)
+        self.reference_model = reference_model
+        self.reward_scale = reward_scale
+        self.ref_lm: torch.nn.Module | None = None
+
+    def _setup_model(self) -> None:
+        super()._setup_model()  # type: ignore[misc]
+        self.ref_lm = None
+        if self.kl.coef > 0 or self.kl.target is not None:
+            if self.reference_model is None and not isinstance(self.policy, CausalLMCore):
+                raise ValueError(
+                    f"the KL penalty needs a reference LM: pass reference_model=<id or folder> for "
+                    f"policy {type(self.policy).__name__}, or kl_coef=0 with kl_target=None"
+                )
+            self.ref_lm, self.ref_decoder = self._reference_lm()
+        self.token_callback = _KLPenaltyCallback(reward_scale=self.reward_scale)
+
+    def _reference_lm(self) -> tuple[torch.nn.Module, IncrementalDecoder]:
+        name = self.reference_model or getattr(self.policy, "model_name", None)
+        trust = getattr(self.policy, "trust_remote_code", False)
+        ref_lm = load_causal_lm(name, trust).to(self.device).requires_grad_(False)
+        return ref_lm, IncrementalDecoder(ref_lm.base_model)
+
+    def _excluded_save_params(self) -> list[str]:
+        # the reference model and callback are rebuilt from names by _setup_model
+        return [*super()._excluded_save_params(), "ref_lm", "ref_decoder", "token_callback"]  # type: ignore[misc]
+
+    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
+        callbacks = [self.token_callback]
+        if isinstance(callback, list):
+            callbacks += callback
+        elif callback is not None:
+            callbacks.append(callback)
+        return super()._init_callback(CallbackList(callbacks), progress_bar)  # type: ignore[misc]
+
+
+class TokenPPO(TokenCreditMixin, PPO):
     """PPO for token environments: whole-episode credit, KV-cached rollouts, KL to a reference.
 
     Differences from stable-baselines3's PPO, nothing else: (1) ``"CausalLMPolicy"``
@@ -217,10 +268,9 @@ class TokenPPO(PPO):
     ) -> None:
         if env is not None and not isinstance(env, VecEnv):
             env = make_token_vec_env(env, n_envs, env_factory)
-        self.kl = KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)
-        self.reference_model = reference_model
-        self.reward_scale = reward_scale
-        self.ref_lm: torch.nn.Module | None = None
+        self._init_token_credit(
+            kl_coef, kl_target, kl_horizon, kl_coef_max, reference_model, reward_scale
+        )
         super().__init__(
             policy,
             env,
@@ -239,30 +289,3 @@ class TokenPPO(PPO):
             _init_setup_model=_init_setup_model,
             **kwargs,
         )
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        self.ref_lm = None
-        if self.kl.coef > 0 or self.kl.target is not None:
-            if self.reference_model is None and not isinstance(self.policy, CausalLMPolicy):
-                raise ValueError(
-                    f"the KL penalty needs a reference LM: pass reference_model=<id or folder> for "
-                    f"policy {type(self.policy).__name__}, or kl_coef=0 with kl_target=None"
-                )
-            name = self.reference_model or getattr(self.policy, "model_name", None)
-            trust = getattr(self.policy, "trust_remote_code", False)
-            self.ref_lm = load_causal_lm(name, trust).to(self.device).requires_grad_(False)
-            self.ref_decoder = IncrementalDecoder(self.ref_lm.base_model)
-        self.token_callback = _KLPenaltyCallback(reward_scale=self.reward_scale)
-
-    def _excluded_save_params(self) -> list[str]:
-        # the reference model and callback are rebuilt from names by _setup_model
-        return [*super()._excluded_save_params(), "ref_lm", "ref_decoder", "token_callback"]
-
-    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
-        callbacks = [self.token_callback]
-        if isinstance(callback, list):
-            callbacks += callback
-        elif callback is not None:
-            callbacks.append(callback)
-        return super()._init_callback(CallbackList(callbacks), progress_bar)
