@@ -34,8 +34,12 @@ def test_stock_ppo_runs_on_the_environment():
 
 @pytest.mark.parametrize(
     "algorithm, policy",
-    [(PPO, "MultiInputPolicy"), (A2C, "MultiInputPolicy"), (MaskablePPO, "MultiInputPolicy"),
-     (RecurrentPPO, "MultiInputLstmPolicy")],
+    [
+        (PPO, "MultiInputPolicy"),
+        (A2C, "MultiInputPolicy"),
+        (MaskablePPO, "MultiInputPolicy"),
+        (RecurrentPPO, "MultiInputLstmPolicy"),
+    ],
 )
 def test_callback_applies_token_rewards_for_stock_algorithms(algorithm, policy):
     env = UniformCredit(make_env(max_new_tokens=3))
@@ -56,8 +60,11 @@ def test_callback_refuses_off_policy_algorithms():
     from gymnasium.wrappers import FlattenObservation, TransformAction
 
     env = make_env()
-    model = SAC("MlpPolicy", TransformAction(
-        FlattenObservation(env), lambda a: int(abs(a[0]) * 10), gym_box()), learning_starts=1)
+    model = SAC(
+        "MlpPolicy",
+        TransformAction(FlattenObservation(env), lambda a: int(abs(a[0]) * 10), gym_box()),
+        learning_starts=1,
+    )
     with pytest.raises(TypeError, match="on-policy algorithm"):
         model.learn(2, callback=TokenRewardCallback())
 

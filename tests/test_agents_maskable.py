@@ -20,8 +20,16 @@ def test_top_k_top_p_mask():
 
 def test_masked_ppo_samples_only_reference_top_k_and_stores_no_masks():
     env = make_env(max_new_tokens=4)
-    model = TokenMaskablePPO("CausalLMPolicy", env, n_steps=4, batch_size=8, n_envs=2, seed=0,
-                             policy_kwargs={"mask_top_k": 3}, learning_rate=1e-3)
+    model = TokenMaskablePPO(
+        "CausalLMPolicy",
+        env,
+        n_steps=4,
+        batch_size=8,
+        n_envs=2,
+        seed=0,
+        policy_kwargs={"mask_top_k": 3},
+        learning_rate=1e-3,
+    )
     model.learn(4 * 2 * 2)
     buffer = model.rollout_buffer
     assert buffer.action_masks.nbytes == 0  # stock MaskablePPO: 4 * vocab bytes per transition

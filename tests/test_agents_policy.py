@@ -24,8 +24,12 @@ def test_pretrained_weights_survive_construction():
     fresh = load_causal_lm(None).state_dict()
     for name, tensor in policy.lm.state_dict().items():
         assert torch.equal(tensor, fresh[name]), name
-    assert not any(isinstance(m, torch.nn.Linear) and m.out_features == env.action_space.n
-                   and m.in_features == env.action_space.n for m in policy.modules())
+    assert not any(
+        isinstance(m, torch.nn.Linear)
+        and m.out_features == env.action_space.n
+        and m.in_features == env.action_space.n
+        for m in policy.modules()
+    )
 
 
 def test_vocabulary_mismatch_is_a_clear_error():
@@ -56,7 +60,9 @@ def test_cached_rollout_equals_full_forward_with_left_padding():
     assert len({int(e[0]["attention_mask"].sum()) for e in episodes}) > 1
     actions = torch.tensor([3, 5, 7])
     for t in range(6):
-        batch = {k: np.stack([e[t][k] for e in episodes]).astype(np.float32) for k in episodes[0][0]}
+        batch = {
+            k: np.stack([e[t][k] for e in episodes]).astype(np.float32) for k in episodes[0][0]
+        }
         obs = obs_as_tensor(batch, "cpu")
         with torch.no_grad():
             cached = policy.get_distribution(obs).log_prob(actions)
@@ -69,7 +75,9 @@ def test_top_k_and_temperature_log_probs_are_of_the_sampled_distribution():
     env = make_env()
     policy = make_policy(env, temperature=0.7, top_k=5).eval()
     obs, _ = env.reset(seed=0)
-    batch = obs_as_tensor({k: np.repeat(v[None], 64, 0).astype(np.float32) for k, v in obs.items()}, "cpu")
+    batch = obs_as_tensor(
+        {k: np.repeat(v[None], 64, 0).astype(np.float32) for k, v in obs.items()}, "cpu"
+    )
     with torch.no_grad():
         actions, _, log_probs = policy(batch)
     assert len(set(actions.tolist())) <= 5

@@ -30,8 +30,17 @@ class Recorder(BaseCallback):
 def test_token_rewards_reach_the_buffer_and_no_credit_is_lost_across_rollouts():
     # horizon 3, rollouts of 4 steps: most episodes span two rollouts
     env = UniformCredit(make_env(max_new_tokens=3))
-    model = TokenPPO("CausalLMPolicy", env, n_steps=4, batch_size=8, n_epochs=1, n_envs=2,
-                     kl_coef=0.0, kl_target=None, seed=0)
+    model = TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_steps=4,
+        batch_size=8,
+        n_epochs=1,
+        n_envs=2,
+        kl_coef=0.0,
+        kl_target=None,
+        seed=0,
+    )
     assert model.ref_lm is None
     recorder = Recorder()
     model.learn(4 * 2 * 6, callback=recorder)
@@ -44,20 +53,41 @@ def test_token_rewards_reach_the_buffer_and_no_credit_is_lost_across_rollouts():
 
 def test_episodes_inside_one_rollout_get_their_exact_token_rewards():
     env = UniformCredit(make_env(max_new_tokens=4, eos_ends_episode=False))
-    model = TokenPPO("CausalLMPolicy", env, n_steps=8, batch_size=8, n_epochs=1, n_envs=2,
-                     kl_coef=0.0, kl_target=None, seed=1)
+    model = TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_steps=8,
+        batch_size=8,
+        n_epochs=1,
+        n_envs=2,
+        kl_coef=0.0,
+        kl_target=None,
+        seed=1,
+    )
     recorder = Recorder()
     model.learn(8 * 2, callback=recorder)
     rewards = recorder.rewards[0]  # (8 steps, 2 envs): two whole episodes per env
     per_episode = rewards.reshape(2, 4, 2)
     np.testing.assert_allclose(per_episode, per_episode[:, :1, :].repeat(4, 1), atol=1e-6)
-    np.testing.assert_allclose(np.sort(per_episode.sum(1).ravel()), np.sort(recorder.scores), atol=1e-5)
+    np.testing.assert_allclose(
+        np.sort(per_episode.sum(1).ravel()), np.sort(recorder.scores), atol=1e-5
+    )
 
 
 def test_kl_penalty_is_logged_and_the_controller_adapts_within_its_cap():
     env = make_env(max_new_tokens=4)
-    model = TokenPPO("CausalLMPolicy", env, n_steps=4, batch_size=8, n_envs=2, seed=0,
-                     kl_coef=0.2, kl_target=0.01, kl_horizon=8, kl_coef_max=0.3)
+    model = TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_steps=4,
+        batch_size=8,
+        n_envs=2,
+        seed=0,
+        kl_coef=0.2,
+        kl_target=0.01,
+        kl_horizon=8,
+        kl_coef_max=0.3,
+    )
     recorder = Recorder()
     model.learn(4 * 2 * 4, callback=recorder)
     assert model.ref_lm is not None
@@ -71,8 +101,9 @@ def test_kl_penalty_is_logged_and_the_controller_adapts_within_its_cap():
 
 def test_save_load_round_trip_gives_the_same_actions(tmp_path):
     env = make_env(max_new_tokens=4)
-    model = TokenPPO("CausalLMPolicy", env, n_steps=4, batch_size=8, n_envs=2, seed=0,
-                     learning_rate=1e-3)
+    model = TokenPPO(
+        "CausalLMPolicy", env, n_steps=4, batch_size=8, n_envs=2, seed=0, learning_rate=1e-3
+    )
     model.learn(16)
     model.save(tmp_path / "model")
     loaded = TokenPPO.load(tmp_path / "model")
@@ -85,7 +116,9 @@ def test_save_load_round_trip_gives_the_same_actions(tmp_path):
         torch.manual_seed(7)
         actions.append(m.predict(batch, deterministic=False)[0])
     np.testing.assert_array_equal(actions[0], actions[1])
-    for (name, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values()):
+    for (name, a), b in zip(
+        model.policy.state_dict().items(), loaded.policy.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 

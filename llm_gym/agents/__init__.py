@@ -12,9 +12,11 @@ from llm_gym.agents.decoding import IncrementalDecoder
 from llm_gym.agents.maskable import MaskableCausalLMPolicy, TokenMaskablePPO, top_k_top_p_mask
 from llm_gym.agents.policy import CausalLMPolicy
 from llm_gym.agents.ppo import KLController, TokenPPO, make_token_vec_env
+from llm_gym.agents.vec_env import GymnasiumVecEnv
 
 __all__ = [
     "CausalLMPolicy",
+    "GymnasiumVecEnv",
     "IncrementalDecoder",
     "KLController",
     "MaskableCausalLMPolicy",

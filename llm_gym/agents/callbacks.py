@@ -26,7 +26,7 @@ class _Episode:
 
 
 class TokenRewardCallback(BaseCallback):
-    """Apply ``info["token_rewards"]`` to stock on-policy algorithms (PPO, A2C, MaskablePPO, RecurrentPPO).
+    """Apply ``info["token_rewards"]`` in stock on-policy algorithms (PPO, A2C, MaskablePPO...).
 
     stable-baselines3 calls ``callback.on_step()`` after ``env.step`` and before
     ``rollout_buffer.add``, with the step's ``rewards`` array in ``locals``. When an
@@ -112,7 +112,9 @@ class TokenRewardCallback(BaseCallback):
             if dones[i]:
                 token_rewards = infos[i].get("token_rewards")
                 if token_rewards is not None:
-                    self._apply(i, episode, np.asarray(token_rewards, np.float64) * self.reward_scale)
+                    self._apply(
+                        i, episode, np.asarray(token_rewards, np.float64) * self.reward_scale
+                    )
                 self._finished.append(self._summary(episode, infos[i]))
                 self._episodes[i] = _Episode()
         return True
@@ -142,7 +144,10 @@ class TokenRewardCallback(BaseCallback):
                 buffer_rewards[position, env_index] = value
 
     def _summary(self, episode: _Episode, info: dict) -> dict[str, float]:
-        summary = {"length": float(len(episode.positions)), "penalty": float(sum(episode.penalties))}
+        summary = {
+            "length": float(len(episode.positions)),
+            "penalty": float(sum(episode.penalties)),
+        }
         if "score" in info:
             summary["score"] = float(info["score"])
         completion = info.get("completion_ids")
@@ -174,5 +179,5 @@ class TokenRewardCallback(BaseCallback):
 
     @property
     def finished_episodes(self) -> list[dict[str, float]]:
-        """Summaries (score, length, distinct-token ratio, penalty) of the last rollout's episodes."""
+        """Summaries (score, length, distinct-token ratio, penalty) of the last rollout."""
         return list(self._finished)

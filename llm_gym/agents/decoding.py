@@ -77,8 +77,12 @@ class IncrementalDecoder:
             self._ids, self._mask, self._hidden = ids, mask, hidden
             return hidden
         if torch.equal(ids, self._ids) and torch.equal(mask, self._mask):
-            return self._hidden  # asked again about the same windows (e.g. policy and KL share a model)
-        continues = (ids[:, :-1] == self._ids[:, 1:]).all(1) & (mask[:, :-1] == self._mask[:, 1:]).all(1)
+            return (
+                self._hidden
+            )  # asked again about the same windows (e.g. policy and KL share a model)
+        continues = (ids[:, :-1] == self._ids[:, 1:]).all(1) & (
+            mask[:, :-1] == self._mask[:, 1:]
+        ).all(1)
         continues &= mask[:, -1] == 1
         if not bool(continues.any()):
             hidden, self._cache = self._encode(ids, mask)
@@ -99,7 +103,7 @@ class IncrementalDecoder:
             if restart.numel():
                 fresh_hidden, fresh = self._encode(ids[restart], mask[restart])
                 hidden[restart] = fresh_hidden
-                for layer, new in zip(self._cache.layers, fresh.layers):
+                for layer, new in zip(self._cache.layers, fresh.layers, strict=True):
                     layer.keys[restart] = new.keys
                     layer.values[restart] = new.values
         self._ids, self._mask, self._hidden = ids, mask, hidden

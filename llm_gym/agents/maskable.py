@@ -34,8 +34,14 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from llm_gym.agents.decoding import IncrementalDecoder, position_ids_from_mask
 from llm_gym.agents.policy import CausalLMCore, load_causal_lm
 from llm_gym.agents.ppo import TokenCreditMixin, make_token_vec_env
+from llm_gym.agents.vec_env import GymnasiumVecEnv
 
-__all__ = ["MaskableCausalLMPolicy", "ReferenceMaskRolloutBuffer", "TokenMaskablePPO", "top_k_top_p_mask"]
+__all__ = [
+    "MaskableCausalLMPolicy",
+    "ReferenceMaskRolloutBuffer",
+    "TokenMaskablePPO",
+    "top_k_top_p_mask",
+]
 
 
 def top_k_top_p_mask(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -61,7 +67,7 @@ def top_k_top_p_mask(logits: torch.Tensor, top_k: int | None, top_p: float | Non
 
 
 class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
-    """:class:`~llm_gym.agents.CausalLMPolicy` whose actions are limited to the reference's likely tokens.
+    """:class:`~llm_gym.agents.CausalLMPolicy` limited to the reference model's likely tokens.
 
     Args:
         observation_space: ``Dict(input_ids, attention_mask)`` Box space of the env.
@@ -94,7 +100,9 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         **kwargs: Any,
     ) -> None:
         if mask_top_k is None and mask_top_p is None:
-            raise ValueError("set mask_top_k and/or mask_top_p; got neither (use TokenPPO for no mask)")
+            raise ValueError(
+                "set mask_top_k and/or mask_top_p; got neither (use TokenPPO for no mask)"
+            )
         if mask_top_k is not None and mask_top_k < 1:
             raise ValueError(f"mask_top_k must be None or >= 1, got {mask_top_k}")
         if mask_top_p is not None and not 0 < mask_top_p <= 1:
@@ -113,7 +121,9 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
-            mask_top_k=self.mask_top_k, mask_top_p=self.mask_top_p, reference_model=self.reference_model
+            mask_top_k=self.mask_top_k,
+            mask_top_p=self.mask_top_p,
+            reference_model=self.reference_model,
         )
         return data
 
@@ -143,7 +153,9 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         distribution = self.action_dist.proba_distribution(action_logits=self.logits(hidden))
         allowed = self.reference_mask(obs)
         if action_masks is not None:
-            allowed &= torch.as_tensor(action_masks, device=allowed.device).bool().reshape(allowed.shape)
+            allowed &= (
+                torch.as_tensor(action_masks, device=allowed.device).bool().reshape(allowed.shape)
+            )
         distribution.apply_masking(allowed)
         return distribution
 
@@ -169,13 +181,18 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         return self._masked_distribution(obs, self.hidden_state(obs), action_masks)
 
     def _predict(  # type: ignore[override]
-        self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
+        self,
+        observation: PyTorchObs,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
     ) -> torch.Tensor:
-        return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+        return self.get_distribution(observation, action_masks).get_actions(
+            deterministic=deterministic
+        )
 
 
 class ReferenceMaskRolloutBuffer(MaskableDictRolloutBuffer):
-    """A MaskablePPO buffer that stores no masks: the policy recomputes them (0 bytes per transition)."""
+    """A MaskablePPO buffer without masks: the policy recomputes them (0 bytes per transition)."""
 
     def reset(self) -> None:
         DictRolloutBuffer.reset(self)  # skip the (n_steps, n_envs, vocab) float32 mask array
@@ -246,7 +263,9 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
         rollout_buffer_class: type | None = ReferenceMaskRolloutBuffer,
         **kwargs: Any,
     ) -> None:
-        if env is not None and not isinstance(env, VecEnv):
+        if isinstance(env, gym.vector.VectorEnv):
+            env = GymnasiumVecEnv(env)
+        elif env is not None and not isinstance(env, VecEnv):
             env = make_token_vec_env(env, n_envs, env_factory)
         self._init_token_credit(kl_coef, kl_target, kl_horizon, kl_coef_max, None, reward_scale)
         super().__init__(

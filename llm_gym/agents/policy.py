@@ -80,7 +80,8 @@ class CausalLMCore:
         vocab = self.lm.get_output_embeddings().out_features
         if vocab != self.action_space.n:
             raise ValueError(
-                f"the LM {self.model_name or 'embedded tiny LM'!r} has a vocabulary of {vocab} tokens "
+                f"the LM {self.model_name or 'embedded tiny LM'!r} has a vocabulary of {vocab} "
+                "tokens "
                 f"but the action space is Discrete({self.action_space.n}); expected the same size "
                 "(use the tokenizer the LM was trained with)"
             )

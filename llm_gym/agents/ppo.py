@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
 from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, load_causal_lm
+from llm_gym.agents.vec_env import GymnasiumVecEnv
 
 __all__ = ["KLController", "TokenCreditMixin", "TokenPPO", "make_token_vec_env"]
 
@@ -89,7 +90,9 @@ class KLController:
         """Adapt to the mean KL per completion of the last rollout; return the new coefficient."""
         if self.target is not None:
             error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-            self.coef = round(min(self.coef * (1.0 + error * steps / self.horizon), self.coef_max), 12)
+            self.coef = round(
+                min(self.coef * (1.0 + error * steps / self.horizon), self.coef_max), 12
+            )
         return self.coef
 
 
@@ -102,7 +105,9 @@ class _KLPenaltyCallback(TokenRewardCallback):
             return None
         obs = self.locals["obs_tensor"]
         actions = torch.as_tensor(self.locals["actions"], device=model.device).long().reshape(-1)
-        hidden = model.ref_decoder(obs["input_ids"].round().long(), obs["attention_mask"].round().long())
+        hidden = model.ref_decoder(
+            obs["input_ids"].round().long(), obs["attention_mask"].round().long()
+        )
         with torch.no_grad():
             ref_logits = model.ref_lm.get_output_embeddings()(hidden).float()
             ref_log_prob = torch.log_softmax(ref_logits, -1).gather(1, actions[:, None]).squeeze(1)
@@ -201,7 +206,9 @@ class TokenPPO(TokenCreditMixin, PPO):
     Args:
         policy: ``"CausalLMPolicy"`` (or another ActorCriticPolicy class / alias).
         env: a token environment (its wrapper stack is kept and copied ``n_envs``
-            times), an env id, or an SB3 ``VecEnv`` (then ``n_envs`` is ignored).
+            times), an env id, an SB3 ``VecEnv``, or a Gymnasium ``VectorEnv`` such as
+            ``gym.make_vec("LLMCompletion-v0", num_envs=16)`` (batched RM scoring);
+            with the last two ``n_envs`` is ignored.
         learning_rate: Adam learning rate (3e-5: fast enough, keeps the KL tame).
         n_steps: steps per environment per rollout; a multiple of the completion
             length keeps episodes inside one rollout.
@@ -266,7 +273,9 @@ class TokenPPO(TokenCreditMixin, PPO):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
-        if env is not None and not isinstance(env, VecEnv):
+        if isinstance(env, gym.vector.VectorEnv):
+            env = GymnasiumVecEnv(env)
+        elif env is not None and not isinstance(env, VecEnv):
             env = make_token_vec_env(env, n_envs, env_factory)
         self._init_token_credit(
             kl_coef, kl_target, kl_horizon, kl_coef_max, reference_model, reward_scale
