@@ -9,6 +9,7 @@
 
 from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
+from llm_gym.agents.evaluation import evaluate_completions
 from llm_gym.agents.maskable import MaskableCausalLMPolicy, TokenMaskablePPO, top_k_top_p_mask
 from llm_gym.agents.policy import CausalLMPolicy
 from llm_gym.agents.ppo import KLController, TokenPPO, make_token_vec_env
@@ -23,6 +24,7 @@ __all__ = [
     "TokenMaskablePPO",
     "TokenPPO",
     "TokenRewardCallback",
+    "evaluate_completions",
     "make_token_vec_env",
     "top_k_top_p_mask",
 ]
