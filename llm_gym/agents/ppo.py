@@ -197,8 +197,11 @@ class TokenPPO(TokenCreditMixin, PPO):
     ``info["token_rewards"]`` replace the rewards stored for its tokens before GAE
     (credit from tokens of an earlier rollout is carried to the episode's first
     token in this one, so no credit is lost); (3) each token's reward is reduced by
-    ``kl_coef * (log pi(a) - log pi_ref(a))``, ``pi_ref`` a frozen copy of the
-    starting LM, with the coefficient fixed or adapted toward ``kl_target``.
+    ``kl_coef * (log pi(a) - log pi_ref(a))``, ``pi`` the distribution actually
+    sampled from (after the policy's temperature / top-k), ``pi_ref`` a frozen copy
+    of the starting LM (untempered), with the coefficient fixed or adapted toward
+    ``kl_target``. The update is stock SB3 PPO: each transition is one forward over
+    its observation window, so an episode of T tokens costs T window forwards.
     Logged: ``rollout/score_mean``, ``kl_per_completion``, ``kl_coef``,
     ``entropy_per_token``, ``completion_length``, ``distinct_token_ratio`` and
     token-reward statistics.
