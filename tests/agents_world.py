@@ -6,6 +6,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
+import torch
 
 import llm_gym  # noqa: F401  (registers the environments)
 
@@ -28,3 +30,13 @@ class UniformCredit(gym.Wrapper, gym.utils.RecordConstructorArgs):
             n = len(info["completion_ids"])
             info["token_rewards"] = list(np.full(n, info["score"] / n))
         return obs, reward, terminated, truncated, info
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run on one torch thread: the models are tiny, and a second thread contending with
+    other work on a 2-core machine made updates several times slower in our measurements."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

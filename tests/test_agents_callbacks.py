@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agents_world import UniformCredit, make_env
+from agents_world import UniformCredit, make_env, one_thread  # noqa: F401
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3 import A2C, PPO, SAC

@@ -6,24 +6,15 @@ import time
 
 import gymnasium as gym
 import pytest
-import torch
+from agents_world import one_thread  # noqa: F401  (autouse fixture)
 
 from llm_gym.agents import TokenPPO, evaluate_completions
 
 NEW_TOKENS = 8
 
 
-@pytest.fixture
-def one_thread():
-    # tiny matrices: a second thread buys little and hurts badly on a busy 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_sparse_reward_score_goes_up_without_collapse(one_thread):
+def test_sparse_reward_score_goes_up_without_collapse():
     env = gym.make_vec("LLMCompletion-v0", num_envs=16, max_new_tokens=NEW_TOKENS)
     # a short run: a larger step size and a quicker KL controller than the defaults
     model = TokenPPO(

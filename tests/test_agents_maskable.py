@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from agents_world import make_env
+from agents_world import make_env, one_thread  # noqa: F401
 from stable_baselines3.common.utils import obs_as_tensor
 
 from llm_gym.agents import TokenMaskablePPO, top_k_top_p_mask

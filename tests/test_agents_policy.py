@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from agents_world import make_env
+from agents_world import make_env, one_thread  # noqa: F401
 from stable_baselines3.common.utils import obs_as_tensor
 
 from llm_gym import assets

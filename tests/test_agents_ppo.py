@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from agents_world import UniformCredit, make_env
+from agents_world import UniformCredit, make_env, one_thread  # noqa: F401
 from stable_baselines3.common.callbacks import BaseCallback
 
 from llm_gym.agents import KLController, TokenPPO

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+from agents_world import one_thread  # noqa: F401  (autouse fixture)
 
 from llm_gym.agents import GymnasiumVecEnv, TokenPPO
 
