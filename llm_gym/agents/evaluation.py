@@ -34,12 +34,20 @@ def evaluate_completions(
         completion: 1.0 no repeats, near 0 one repeated token), ``length``.
 
     Example:
+        >>> import gymnasium as gym
         >>> from llm_gym.agents import TokenPPO
-        >>> model = TokenPPO("CausalLMPolicy", "LLMCompletion-v0", n_envs=2, n_steps=4)
+        >>> env = gym.make("LLMCompletion-v0", max_new_tokens=4)
+        >>> model = TokenPPO("CausalLMPolicy", env, n_envs=2, n_steps=4)
         >>> sorted(evaluate_completions(model, n_episodes=4, max_new_tokens=4))
         ['distinct', 'length', 'score']
     """
     venv = GymnasiumVecEnv(gym.make_vec("LLMCompletion-v0", num_envs=n_episodes, **env_kwargs))
+    expected = getattr(model, "observation_space", venv.observation_space)
+    if expected != venv.observation_space:
+        raise ValueError(
+            f"the evaluation env gives observations {venv.observation_space} but the model expects "
+            f"{expected}; pass the model's max_prompt_tokens / max_new_tokens as env_kwargs"
+        )
     venv.seed(seed)
     obs = venv.reset()
     finished: list[dict[str, Any] | None] = [None] * n_episodes

@@ -217,7 +217,7 @@ class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
         >>> model = TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, seed=0)
         >>> obs, _ = env.reset(seed=0)
         >>> action, _ = model.predict(obs)
-        >>> 0 <= int(action) < env.action_space.n
+        >>> bool(0 <= int(action) < env.action_space.n)
         True
     """
 
