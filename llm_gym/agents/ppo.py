@@ -101,6 +101,9 @@ class _KLPenaltyCallback(TokenRewardCallback):
 
     def step_penalties(self) -> np.ndarray | None:
         model: TokenPPO = self.model  # type: ignore[assignment]
+        entropy = getattr(model.policy, "last_entropy", None)
+        if entropy is not None:
+            self._entropies.append(float(entropy.mean()))
         if model.ref_lm is None:
             return None
         obs = self.locals["obs_tensor"]
@@ -112,9 +115,6 @@ class _KLPenaltyCallback(TokenRewardCallback):
             ref_logits = model.ref_lm.get_output_embeddings()(hidden).float()
             ref_log_prob = torch.log_softmax(ref_logits, -1).gather(1, actions[:, None]).squeeze(1)
         kl = (self.locals["log_probs"] - ref_log_prob).cpu().numpy().astype(np.float64)
-        entropy = getattr(model.policy, "last_entropy", None)
-        if entropy is not None:
-            self._entropies.append(float(entropy.mean()))
         self._kls.append(kl)
         return model.kl.coef * kl
 
@@ -126,6 +126,8 @@ class _KLPenaltyCallback(TokenRewardCallback):
     def _on_rollout_end(self) -> None:
         super()._on_rollout_end()
         model: TokenPPO = self.model  # type: ignore[assignment]
+        if self._entropies:
+            self.logger.record("rollout/entropy_per_token", float(np.mean(self._entropies)))
         if model.ref_lm is None or not self._kls:
             return
         # KL per completion: the mean per-token KL times the mean completion length
@@ -134,7 +136,6 @@ class _KLPenaltyCallback(TokenRewardCallback):
         kl = float(np.mean(self._kls)) * length
         self.logger.record("rollout/kl_per_completion", kl)
         self.logger.record("rollout/kl_coef", model.kl.coef)
-        self.logger.record("rollout/entropy_per_token", float(np.mean(self._entropies)))
         model.kl.update(kl, len(self._kls) * model.n_envs)
 
 
