@@ -8,6 +8,7 @@ All arms use the same LM, batch, prompt windows, completion length and sampling
 "TokenPPO collect" is the whole SB3 collection (env steps, rollout buffer, reward
 model), over the native vector env or SB3's DummyVecEnv, without the KL reference
 (kl_coef=0) and with it ("+ KL reference": a second incremental decoder).
+"IncrementalDecoder alone" is the cached decoding loop without SB3 or the env.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 import llm_gym  # noqa: F401
 from llm_gym.agents import TokenPPO
-from llm_gym.agents.decoding import position_ids_from_mask
+from llm_gym.agents.decoding import IncrementalDecoder, position_ids_from_mask
 
 
 def prompt_windows(env: gym.Env, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,6 +102,17 @@ def main() -> None:
             window = torch.cat([window[:, 1:], token], 1)
             window_mask = torch.cat([window_mask[:, 1:], torch.ones_like(token)], 1)
 
+    @torch.no_grad()
+    def decoder_alone() -> None:
+        decoder = IncrementalDecoder(lm.base_model)
+        head = lm.get_output_embeddings()
+        window, window_mask = ids.clone(), mask.clone()
+        for _ in range(T):
+            logits = head(decoder(window, window_mask))
+            token = torch.multinomial(torch.softmax(logits, -1), 1)
+            window = torch.cat([window[:, 1:], token], 1)
+            window_mask = torch.cat([window_mask[:, 1:], torch.ones_like(token)], 1)
+
     def collect(model: TokenPPO):
         def run() -> None:
             callback = model.token_callback
@@ -112,6 +124,7 @@ def main() -> None:
     for name, model in models.items():
         collect(model)()  # warm up; episodes are aligned to the rollout from here on
         seconds[name] = best_of(args.repeats, collect(model))
+    seconds["IncrementalDecoder alone"] = best_of(args.repeats, decoder_alone)
     seconds["naive full-prefix loop"] = best_of(args.repeats, naive)
 
     print(
