@@ -11,6 +11,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 from llm_gym import assets
 from llm_gym.agents import CausalLMPolicy, TokenPPO
+from llm_gym.agents.decoding import _prefix_roots
 from llm_gym.agents.policy import load_causal_lm
 
 
@@ -105,3 +106,29 @@ def test_dropout_stays_off_in_updates_and_critic_is_detached():
 def test_registered_alias_and_embedded_default():
     assert TokenPPO.policy_aliases["CausalLMPolicy"] is CausalLMPolicy
     assert assets.LM_DIR.is_dir()
+
+
+def test_update_forward_shares_one_forward_per_episode_exactly():
+    envs = [make_env(max_new_tokens=6) for _ in range(3)]
+    for i, env in enumerate(envs):
+        env.action_space.seed(i)
+    episodes = [_episode_observations(env, seed) for seed, env in enumerate(envs)]
+    windows = [w for episode in episodes for w in episode]
+    batch = {k: np.stack([w[k] for w in windows]).astype(np.float32) for k in windows[0]}
+    obs = obs_as_tensor(batch, "cpu")
+    policy = make_policy(envs[0])
+    ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()
+    root, _ = _prefix_roots(ids, mask)
+    assert len(set(root.tolist())) <= 3  # one forward per episode
+    shared = policy.hidden_state(obs)
+    separate = torch.cat(
+        [
+            policy.lm.base_model(
+                input_ids=ids[i : i + 1],
+                attention_mask=mask[i : i + 1],
+                position_ids=(mask[i : i + 1].cumsum(-1) - 1).clamp(min=0),
+            ).last_hidden_state[:, -1]
+            for i in range(len(ids))
+        ]
+    )
+    torch.testing.assert_close(shared, separate, atol=1e-4, rtol=0)

@@ -7,6 +7,7 @@
 - :class:`TokenRewardCallback`: per-token credit for stock on-policy algorithms.
 """
 
+from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
 from llm_gym.agents.evaluation import evaluate_completions
@@ -17,6 +18,7 @@ from llm_gym.agents.vec_env import GymnasiumVecEnv
 
 __all__ = [
     "CausalLMPolicy",
+    "EpisodeRolloutBuffer",
     "GymnasiumVecEnv",
     "IncrementalDecoder",
     "KLController",

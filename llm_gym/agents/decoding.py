@@ -15,12 +15,58 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-__all__ = ["IncrementalDecoder", "position_ids_from_mask"]
+__all__ = ["IncrementalDecoder", "position_ids_from_mask", "shared_prefix_hidden"]
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions of a left-padded batch: 0 at the first real token (padding gets 0 too)."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _prefix_roots(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each window, the longest window of the batch whose content starts with its content.
+
+    Returns ``root`` (index of that window) and ``shift`` (how many tokens longer it is).
+    """
+    length = ids.shape[1]
+    n = mask.sum(1)
+    shift = n[:, None] - n[None, :]  # [j, i]: how much longer window j is than window i
+    positions = torch.arange(length, device=ids.device)
+    source = (positions[None, None, :] - shift[:, :, None]).clamp(0, length - 1)
+    shifted = ids.gather(1, source.reshape(len(ids), -1)).reshape(source.shape)  # ids_j[p - shift]
+    same = (shifted == ids[None, :, :]) | (mask[None, :, :] == 0)
+    contains = same.all(-1) & (shift >= 0)
+    root = torch.where(contains, n[:, None] + 1, torch.zeros_like(shift)).argmax(0)
+    return root, shift[root, torch.arange(len(ids), device=ids.device)]
+
+
+def shared_prefix_hidden(trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Last-position hidden states of left-padded windows, one forward per distinct episode.
+
+    A window whose content (prompt + completion so far) is the start of a longer
+    window's content is read from that window's forward at the matching position:
+    causal attention makes it the same hidden state. A minibatch holding several
+    steps of one episode thus costs one window forward for them, not one each.
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> ids = torch.tensor([[0, 0, 5, 6], [0, 5, 6, 7], [0, 0, 4, 6]])
+        >>> mask = (ids > 0).long()
+        >>> full = lm.base_model(ids, attention_mask=mask,
+        ...     position_ids=position_ids_from_mask(mask)).last_hidden_state[:, -1]
+        >>> torch.allclose(shared_prefix_hidden(lm.base_model, ids, mask), full, atol=1e-5)
+        True
+    """
+    root, shift = _prefix_roots(ids, mask)
+    roots, slot = torch.unique(root, return_inverse=True)
+    out = trunk(
+        input_ids=ids[roots],
+        attention_mask=mask[roots],
+        position_ids=position_ids_from_mask(mask[roots]),
+    )
+    return out.last_hidden_state[slot, ids.shape[1] - 1 - shift]
 
 
 class IncrementalDecoder:

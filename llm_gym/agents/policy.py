@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from llm_gym import assets
-from llm_gym.agents.decoding import IncrementalDecoder, position_ids_from_mask
+from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 
 __all__ = ["CRITICS", "CausalLMCore", "CausalLMPolicy", "load_causal_lm"]
 
@@ -138,10 +138,7 @@ class CausalLMCore:
         mask = obs["attention_mask"].round().long()
         if not self.training and not torch.is_grad_enabled():
             return self.decoder(ids, mask)
-        out = self.lm.base_model(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-        )
-        return out.last_hidden_state[:, -1]
+        return shared_prefix_hidden(self.lm.base_model, ids, mask)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of the distribution sampled from (temperature and top-k applied)."""

@@ -16,9 +16,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
 from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, load_causal_lm
@@ -201,8 +203,8 @@ class TokenPPO(TokenCreditMixin, PPO):
     ``kl_coef * (log pi(a) - log pi_ref(a))``, ``pi`` the distribution actually
     sampled from (after the policy's temperature / top-k), ``pi_ref`` a frozen copy
     of the starting LM (untempered), with the coefficient fixed or adapted toward
-    ``kl_target``. The update is stock SB3 PPO: each transition is one forward over
-    its observation window, so an episode of T tokens costs T window forwards.
+    ``kl_target``. The update is SB3's PPO loss; its minibatches hold whole
+    episodes and the policy reads all steps of an episode from one window forward.
     Logged: ``rollout/score_mean``, ``kl_per_completion``, ``kl_coef``,
     ``entropy_per_token``, ``completion_length``, ``distinct_token_ratio`` and
     token-reward statistics.
@@ -235,6 +237,9 @@ class TokenPPO(TokenCreditMixin, PPO):
         kl_coef_max: cap on the adaptive coefficient.
         reference_model: hub id or folder of the reference LM (``None``: the policy's).
         reward_scale: multiplies rewards before storage (value targets scale with it).
+        rollout_buffer_class: :class:`~llm_gym.agents.buffers.EpisodeRolloutBuffer`
+            (minibatches of whole episodes: about one window forward per episode in
+            the update) or SB3's ``DictRolloutBuffer`` (shuffled single transitions).
         policy_kwargs: options of the policy (``model``, ``critic``, ``temperature``...).
         **kwargs: other :class:`~stable_baselines3.PPO` options (``seed``,
             ``verbose``, ``tensorboard_log``, ``device``...).
@@ -273,6 +278,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         kl_coef_max: float = 1.0,
         reference_model: str | None = None,
         reward_scale: float = 1.0,
+        rollout_buffer_class: type[RolloutBuffer] | None = EpisodeRolloutBuffer,
         policy_kwargs: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -298,6 +304,7 @@ class TokenPPO(TokenCreditMixin, PPO):
             ent_coef=ent_coef,
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,
+            rollout_buffer_class=rollout_buffer_class,
             policy_kwargs=policy_kwargs,
             _init_setup_model=_init_setup_model,
             **kwargs,
