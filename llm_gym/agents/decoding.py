@@ -23,6 +23,10 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+#: largest batch^2 x window comparison shared_prefix_hidden makes (256 MB of int64)
+_MAX_PAIR_ELEMENTS = 2**25
+
+
 def _prefix_roots(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each window, the longest window of the batch whose content starts with its content.
 
@@ -47,6 +51,8 @@ def shared_prefix_hidden(trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor
     window's content is read from that window's forward at the matching position:
     causal attention makes it the same hidden state. A minibatch holding several
     steps of one episode thus costs one window forward for them, not one each.
+    Finding the matches compares every pair of windows (batch^2 x window); past
+    ``2**25`` comparisons it falls back to one forward per window.
 
     Example:
         >>> import torch
@@ -59,6 +65,9 @@ def shared_prefix_hidden(trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor
         >>> torch.allclose(shared_prefix_hidden(lm.base_model, ids, mask), full, atol=1e-5)
         True
     """
+    if len(ids) ** 2 * ids.shape[1] > _MAX_PAIR_ELEMENTS:  # the pairwise match would not pay
+        out = trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+        return out.last_hidden_state[:, -1]
     root, shift = _prefix_roots(ids, mask)
     roots, slot = torch.unique(root, return_inverse=True)
     out = trunk(
