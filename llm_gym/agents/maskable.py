@@ -31,7 +31,8 @@ from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from llm_gym.agents.decoding import IncrementalDecoder, position_ids_from_mask
+from llm_gym.agents.buffers import EpisodeRolloutBuffer
+from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 from llm_gym.agents.policy import CausalLMCore, load_causal_lm
 from llm_gym.agents.ppo import TokenCreditMixin, make_token_vec_env
 from llm_gym.agents.vec_env import GymnasiumVecEnv
@@ -138,10 +139,7 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         ids = obs["input_ids"].round().long()
         mask = obs["attention_mask"].round().long()
         if self.training:
-            out = self.reference.base_model(
-                input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-            )
-            hidden = out.last_hidden_state[:, -1]
+            hidden = shared_prefix_hidden(self.reference.base_model, ids, mask)
         else:
             hidden = self.ref_decoder(ids, mask)
         logits = self.reference.get_output_embeddings()(hidden).float()
@@ -192,7 +190,10 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
 
 
 class ReferenceMaskRolloutBuffer(MaskableDictRolloutBuffer):
-    """A MaskablePPO buffer without masks: the policy recomputes them (0 bytes per transition)."""
+    """A MaskablePPO buffer without masks: the policy recomputes them (0 bytes per transition).
+
+    Minibatches hold whole episodes, as :class:`~llm_gym.agents.EpisodeRolloutBuffer`'s do.
+    """
 
     def reset(self) -> None:
         DictRolloutBuffer.reset(self)  # skip the (n_steps, n_envs, vocab) float32 mask array
@@ -201,6 +202,9 @@ class ReferenceMaskRolloutBuffer(MaskableDictRolloutBuffer):
 
     def add(self, *args: Any, action_masks: np.ndarray | None = None, **kwargs: Any) -> None:
         DictRolloutBuffer.add(self, *args, **kwargs)
+
+    # minibatches of whole episodes, as in TokenPPO (see EpisodeRolloutBuffer)
+    get = EpisodeRolloutBuffer.get  # type: ignore[assignment]
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None
