@@ -28,7 +28,7 @@ def test_sparse_reward_score_goes_up_without_collapse():
     )
     before = evaluate_completions(model, n_episodes=128, seed=1000, max_new_tokens=NEW_TOKENS)
     start = time.perf_counter()
-    model.learn(16 * NEW_TOKENS * 32)
+    model.learn(16 * NEW_TOKENS * 48)
     seconds = time.perf_counter() - start
     after = evaluate_completions(model, n_episodes=128, seed=1000, max_new_tokens=NEW_TOKENS)
     print(
