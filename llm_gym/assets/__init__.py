@@ -36,7 +36,9 @@ PROMPT_SETS = {"reviews": "prompts_reviews.json"}
 def reward_model_path(name: str = "default") -> str:
     """Folder of a bundled reward model (``"default"``: faithful last layer; ``"deep"``: not)."""
     if name not in REWARD_MODELS:
-        raise ValueError(f"no bundled reward model {name!r}; expected one of {sorted(REWARD_MODELS)}")
+        raise ValueError(
+            f"no bundled reward model {name!r}; expected one of {sorted(REWARD_MODELS)}"
+        )
     return str(ASSET_DIR / REWARD_MODELS[name])
 
 

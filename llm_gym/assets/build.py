@@ -3,7 +3,7 @@
 Run ``llm-gym build-assets`` (or ``python -m llm_gym.assets.build``). The build is
 deterministic for a seed: the corpus, tokenizer, prompts and relevance table are
 identical bit for bit; model weights are identical bit for bit on the same torch
-version and thread count (the build fixes 2 threads), and otherwise agree to
+version and thread count (the build fixes 1 thread), and otherwise agree to
 float tolerance. It takes about 5-10 minutes on 2 CPU cores, and fails when the
 default reward model's last-layer attention is not faithful (see
 :data:`FIDELITY_BAR`).
@@ -23,7 +23,7 @@ import torch
 
 from llm_gym.assets import ASSET_DIR
 from llm_gym.assets.world import NEUTRAL_WORDS, SENTIMENT_WORDS, generate_corpus
-from llm_gym.rewards.fidelity import FidelityReport, fidelity_metrics
+from llm_gym.rewards.fidelity import fidelity_metrics
 
 __all__ = ["FIDELITY_BAR", "BuildConfig", "build_world"]
 
@@ -42,20 +42,26 @@ class BuildConfig:
     lm_width: int = 128
     lm_steps: int = 1_500
     lm_batch: int = 24
+    lm_lr: float = 3e-3
     rm_width: int = 128
-    rm_steps: int = 1_200
+    rm_heads: int = 8
+    rm_steps: int = 5_000
+    deep_rm_steps: int = 3_000
+    rm_lr: float = 1e-3
     rm_batch: int = 32
     n_prompts: int = 500
     eval_completions: int = 512
     eval_new_tokens: int = 32
-    threads: int = 2
+    threads: int = 1
 
 
 def _check_lexicon() -> None:
     from vaderSentiment import vaderSentiment as vader
 
     lexicon = vader.SentimentIntensityAnalyzer().lexicon
-    loaded = [w for w in NEUTRAL_WORDS if w in lexicon or w in vader.BOOSTER_DICT or w in vader.NEGATE]
+    loaded = [
+        w for w in NEUTRAL_WORDS if w in lexicon or w in vader.BOOSTER_DICT or w in vader.NEGATE
+    ]
     if loaded:
         raise RuntimeError(f"neutral filler words carry VADER sentiment: {loaded}")
     missing = [w for w in SENTIMENT_WORDS if w not in lexicon]
@@ -91,7 +97,9 @@ def _vader():
     return SentimentIntensityAnalyzer()
 
 
-def _windows(stream: np.ndarray, starts: np.ndarray, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+def _windows(
+    stream: np.ndarray, starts: np.ndarray, rng: np.random.Generator, batch: int, length: int
+) -> np.ndarray:
     picks = starts[rng.integers(len(starts), size=batch)]
     picks = np.minimum(picks, len(stream) - length)
     return np.stack([stream[p : p + length] for p in picks])
@@ -111,7 +119,9 @@ def _train(model, steps: int, lr: float, make_batch, loss_fn, log: str) -> None:
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        ),
     )
     model.train()
     start = time.perf_counter()
@@ -123,7 +133,10 @@ def _train(model, steps: int, lr: float, make_batch, loss_fn, log: str) -> None:
         optimizer.step()
         schedule.step()
         if step % max(1, steps // 5) == 0 or step == steps - 1:
-            print(f"  [{log}] step {step + 1}/{steps} loss {loss.item():.4f} ({time.perf_counter() - start:.0f}s)", flush=True)
+            print(
+                f"  [{log}] step {step + 1}/{steps} loss {loss.item():.4f} ({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
     model.eval()
 
 
@@ -131,9 +144,17 @@ def train_lm(cfg: BuildConfig, tokenizer, stream: np.ndarray, starts: np.ndarray
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=cfg.context, n_embd=cfg.lm_width, n_layer=cfg.lm_layers,
-        n_head=4, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=len(tokenizer),
+        n_positions=cfg.context,
+        n_embd=cfg.lm_width,
+        n_layer=cfg.lm_layers,
+        n_head=4,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     torch.manual_seed(cfg.seed)
     model = GPT2LMHeadModel(config)
@@ -145,7 +166,7 @@ def train_lm(cfg: BuildConfig, tokenizer, stream: np.ndarray, starts: np.ndarray
     def loss(m, ids):
         return m(input_ids=ids, labels=ids).loss
 
-    _train(model, cfg.lm_steps, 3e-3, batch, loss, "lm")
+    _train(model, cfg.lm_steps, cfg.lm_lr, batch, loss, "lm")
     return model
 
 
@@ -157,14 +178,24 @@ def _compound(texts: list[str], vader) -> np.ndarray:
 SCORE_SCALE = 4.0
 
 
-def train_rm(cfg: BuildConfig, tokenizer, stream, starts, layers: int, seed: int):
+def train_rm(cfg: BuildConfig, tokenizer, stream, starts, layers: int, seed: int, steps: int):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=cfg.context, n_embd=cfg.rm_width, n_layer=layers,
-        n_head=4, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-        label2id={"NEGATIVE": 0, "POSITIVE": 1}, pad_token_id=tokenizer.pad_token_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=len(tokenizer),
+        n_positions=cfg.context,
+        n_embd=cfg.rm_width,
+        n_layer=layers,
+        n_head=cfg.rm_heads,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     torch.manual_seed(seed)
     model = GPT2ForSequenceClassification(config)
@@ -172,7 +203,11 @@ def train_rm(cfg: BuildConfig, tokenizer, stream, starts, layers: int, seed: int
     vader = _vader()
 
     def batch(_):
-        length = int(rng.integers(6, 45)) if rng.random() < 0.8 else int(rng.integers(45, cfg.context + 1))
+        length = (
+            int(rng.integers(6, 45))
+            if rng.random() < 0.8
+            else int(rng.integers(45, cfg.context + 1))
+        )
         ids = _windows(stream, starts, rng, cfg.rm_batch, length)
         texts = tokenizer.batch_decode(ids.tolist())
         target = torch.from_numpy(SCORE_SCALE * _compound(texts, vader)).float()
@@ -186,13 +221,15 @@ def train_rm(cfg: BuildConfig, tokenizer, stream, starts, layers: int, seed: int
         logp = torch.log_softmax(logits, -1)
         return -(p * logp[:, 1] + (1 - p) * logp[:, 0]).mean()
 
-    _train(model, cfg.rm_steps, 2e-3, batch, loss, f"rm{layers}")
+    _train(model, steps, cfg.rm_lr, batch, loss, f"rm{layers}")
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
 @torch.no_grad()
-def sample_completions(lm, prompts: list[np.ndarray], new_tokens: int, seed: int, eos_id: int, pad_id: int):
+def sample_completions(
+    lm, prompts: list[np.ndarray], new_tokens: int, seed: int, eos_id: int, pad_id: int
+):
     """Sample with the env's semantics: a completion ends at EOS or after ``new_tokens``."""
     torch.manual_seed(seed)
     width = max(len(p) for p in prompts)
@@ -202,8 +239,14 @@ def sample_completions(lm, prompts: list[np.ndarray], new_tokens: int, seed: int
         ids[i, width - len(p) :] = torch.from_numpy(p)
         mask[i, width - len(p) :] = 1
     out = lm.generate(
-        input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0,
-        max_new_tokens=new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
     )[:, width:].numpy()
     completions = []
     for row in out:
@@ -213,7 +256,9 @@ def sample_completions(lm, prompts: list[np.ndarray], new_tokens: int, seed: int
 
 
 @torch.no_grad()
-def rm_layer_credit(rm, prompts, completions, pad_id: int) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+def rm_layer_credit(
+    rm, prompts, completions, pad_id: int
+) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     """Scores and, per layer, the scoring row's head-mean attention over completion tokens.
 
     Reference computation with eager attention (the build is not a hot path).
@@ -231,7 +276,9 @@ def rm_layer_credit(rm, prompts, completions, pad_id: int) -> tuple[np.ndarray, 
             mask[i, width - len(seq) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         rm.config.pad_token_id = -1  # pool at the last position (left padding)
-        out = rm(input_ids=ids, attention_mask=mask, position_ids=position_ids, output_attentions=True)
+        out = rm(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids, output_attentions=True
+        )
         logits = out.logits
         scores.append((logits[:, 1] - logits[:, 0]).numpy())
         for layer, att in enumerate(out.attentions):
@@ -271,7 +318,10 @@ def build_world(
     tokenizer = build_tokenizer(train_text, out_dir / "tokenizer")
     stream, starts = _stream(tokenizer, train_text)
     held_stream, held_starts = _stream(tokenizer, held_text)
-    print(f"corpus: {len(train_text)} reviews, {len(stream)} tokens, vocab {len(tokenizer)}", flush=True)
+    print(
+        f"corpus: {len(train_text)} reviews, {len(stream)} tokens, vocab {len(tokenizer)}",
+        flush=True,
+    )
 
     # token valence table, aligned with token ids
     from llm_gym.assets.lexicon import word_valence
@@ -298,47 +348,81 @@ def build_world(
     perplexity = _perplexity(lm, held_stream, held_starts, cfg)
     print(f"lm: held-out perplexity {perplexity:.2f}", flush=True)
 
-    prompt_ids = [np.asarray(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts_text]
+    prompt_ids = [
+        np.asarray(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts_text
+    ]
     eval_prompts = [prompt_ids[i % len(prompt_ids)] for i in range(cfg.eval_completions)]
     completions = sample_completions(
-        lm, eval_prompts, cfg.eval_new_tokens, cfg.seed, tokenizer.eos_token_id, tokenizer.pad_token_id
+        lm,
+        eval_prompts,
+        cfg.eval_new_tokens,
+        cfg.seed,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
     )
-    samples = [tokenizer.decode(np.concatenate([p, c]).tolist()) for p, c in zip(eval_prompts[:6], completions[:6])]
+    samples = [
+        tokenizer.decode(np.concatenate([p, c]).tolist())
+        for p, c in zip(eval_prompts[:6], completions[:6])
+    ]
     vader = _vader()
-    sample_texts = [tokenizer.decode(np.concatenate([p, c]).tolist()) for p, c in zip(eval_prompts, completions)]
+    sample_texts = [
+        tokenizer.decode(np.concatenate([p, c]).tolist()) for p, c in zip(eval_prompts, completions)
+    ]
     sample_vader = SCORE_SCALE * _compound(sample_texts, vader)
     relevance = [np.abs(np.asarray(valence)[c]) for c in completions]
     sample_sentiment_share = float(np.mean(np.concatenate(relevance) > 0))
 
     report: dict = {
         "seed": cfg.seed,
-        "corpus": {"reviews": len(train_text), "tokens": int(len(stream)), "vocab": len(tokenizer),
-                   "sentiment_token_share": sentiment_share},
-        "lm": {"layers": cfg.lm_layers, "width": cfg.lm_width, "params": lm.num_parameters(),
-               "held_out_perplexity": perplexity, "samples": samples,
-               "sample_sentiment_token_share": sample_sentiment_share},
+        "corpus": {
+            "reviews": len(train_text),
+            "tokens": int(len(stream)),
+            "vocab": len(tokenizer),
+            "sentiment_token_share": sentiment_share,
+        },
+        "lm": {
+            "layers": cfg.lm_layers,
+            "width": cfg.lm_width,
+            "params": lm.num_parameters(),
+            "held_out_perplexity": perplexity,
+            "samples": samples,
+            "sample_sentiment_token_share": sample_sentiment_share,
+        },
         "reward_models": {},
     }
     for name, layers in (("default", 1), ("deep", 4)):
-        rm = train_rm(cfg, tokenizer, stream, starts, layers, cfg.seed + 10 * layers)
+        steps = cfg.rm_steps if name == "default" else cfg.deep_rm_steps
+        rm = train_rm(cfg, tokenizer, stream, starts, layers, cfg.seed + 10 * layers, steps)
         rm.save_pretrained(str(out_dir / f"rm_{name}"))
         tokenizer.save_pretrained(str(out_dir / f"rm_{name}"))
         # held-out windows: Pearson with VADER
         hrng = np.random.default_rng(cfg.seed + 123)
         held_ids = [
-            _windows(held_stream, held_starts, hrng, 1, int(hrng.integers(6, 41)))[0] for _ in range(1000)
+            _windows(held_stream, held_starts, hrng, 1, int(hrng.integers(6, 41)))[0]
+            for _ in range(1000)
         ]
-        held_scores, _ = rm_layer_credit(rm, [h[:1] for h in held_ids], [h[1:] for h in held_ids], tokenizer.pad_token_id)
-        held_vader = SCORE_SCALE * _compound(tokenizer.batch_decode([h.tolist() for h in held_ids]), vader)
+        held_scores, _ = rm_layer_credit(
+            rm, [h[:1] for h in held_ids], [h[1:] for h in held_ids], tokenizer.pad_token_id
+        )
+        held_vader = SCORE_SCALE * _compound(
+            tokenizer.batch_decode([h.tolist() for h in held_ids]), vader
+        )
         scores, per_layer = rm_layer_credit(rm, eval_prompts, completions, tokenizer.pad_token_id)
         fidelity: dict[str, dict] = {}
         for layer, weights in enumerate(per_layer):
             fidelity[f"layer_{layer}"] = fidelity_metrics(weights, relevance).as_dict()
-        mean_layers = [np.mean([per_layer[k][i] for k in range(layers)], axis=0) for i in range(len(completions))]
+        mean_layers = [
+            np.mean([per_layer[k][i] for k in range(layers)], axis=0)
+            for i in range(len(completions))
+        ]
         fidelity["mean_of_layers"] = fidelity_metrics(mean_layers, relevance).as_dict()
-        fidelity["uniform"] = fidelity_metrics([np.full(len(c), 1 / len(c)) for c in completions], relevance).as_dict()
+        fidelity["uniform"] = fidelity_metrics(
+            [np.full(len(c), 1 / len(c)) for c in completions], relevance
+        ).as_dict()
         report["reward_models"][name] = {
-            "layers": layers, "width": cfg.rm_width, "params": rm.num_parameters(),
+            "layers": layers,
+            "width": cfg.rm_width,
+            "params": rm.num_parameters(),
             "held_out_pearson_vader": _pearson(held_scores, held_vader),
             "policy_samples_pearson_vader": _pearson(scores, sample_vader),
             "policy_samples_mean_score": float(np.mean(scores)),
@@ -349,6 +433,7 @@ def build_world(
 
     report["build_seconds"] = time.perf_counter() - started
     (out_dir / "build_report.json").write_text(json.dumps(report, indent=2))
+    write_model_card(report, out_dir)
     last = report["reward_models"]["default"]["fidelity"]["layer_0"]
     failed = {k: last[k] for k, bar in FIDELITY_BAR.items() if not last[k] >= bar}
     if failed and enforce_fidelity:
@@ -359,16 +444,91 @@ def build_world(
     return report
 
 
+def write_model_card(report: dict, out_dir: Path) -> None:
+    """MODEL_CARD.md: how each asset was built and what was measured."""
+    lm, corpus = report["lm"], report["corpus"]
+    lines = [
+        "# The embedded default world",
+        "",
+        f"Built by `llm-gym build-assets --seed {report['seed']}` (llm_gym/assets/build.py) in "
+        f"{report['build_seconds'] / 60:.1f} minutes. Everything below was measured by that build "
+        "and is also in build_report.json.",
+        "",
+        "## Corpus and tokenizer (tokenizer/)",
+        f"- {corpus['reviews']} grammar-generated movie reviews (llm_gym/assets/world.py): mostly neutral "
+        "plot and production talk, about one sentence in six an opinion with negation, intensifiers "
+        f"or a 'but' contrast; {corpus['tokens']} tokens.",
+        f"- Sentiment (VADER lexicon) words are {corpus['sentiment_token_share']:.1%} of corpus tokens and "
+        f"{lm['sample_sentiment_token_share']:.1%} of the LM's own completions: the score hangs on rare words.",
+        f"- Word-level tokenizer, {corpus['vocab']} tokens, `<pad>` (0), `<eos>` (1), `<unk>` (2).",
+        "",
+        "## Policy / reference LM (lm/)",
+        f"- GPT-2 architecture, {lm['layers']} layers, width {lm['width']}, 4 heads, 128 positions, "
+        f"{lm['params']:,} parameters; trained on 128-token windows of reviews joined by `<eos>`.",
+        f"- Held-out perplexity: {lm['held_out_perplexity']:.2f}.",
+        "- Samples (prompt + 32 sampled tokens):",
+        *[f"  - `{s}`" for s in lm["samples"][:4]],
+        "",
+        "## Reward models (rm_default/, rm_deep/)",
+        "GPT-2 sequence classifiers, labels NEGATIVE/POSITIVE; score = logit(POSITIVE) - "
+        "logit(NEGATIVE), trained with soft labels sigmoid(4 x VADER compound) on 6-128-token windows, "
+        "so score is about 4 x VADER compound and neutral text scores about 0. Fidelity: the scoring "
+        "row's head-mean attention over the completion, on 512 completions of the LM, against the "
+        "tokens' lexicon valence (mass ratio: attention mass on sentiment tokens / their token share, "
+        "chance 1.0; top-1: how often the largest weight is on a sentiment token; Spearman with "
+        "|valence|, chance 0).",
+        "",
+        "| RM | layers | params | Pearson vs VADER (held-out) | Pearson (LM samples) | mean score of LM samples | credit map | mass ratio | top-1 (chance) | Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rm in report["reward_models"].items():
+        for i, (layer, fid) in enumerate(rm["fidelity"].items()):
+            head = (
+                f"| {name} | {rm['layers']} | {rm['params']:,} | {rm['held_out_pearson_vader']:.3f} | "
+                f"{rm['policy_samples_pearson_vader']:.3f} | {rm['policy_samples_mean_score']:+.3f} "
+                if i == 0
+                else "| | | | | | "
+            )
+            lines.append(
+                head + f"| {layer} | {fid['mass_ratio']:.2f}x | {fid['top_hit_rate']:.2f} "
+                f"({fid['top_hit_chance']:.2f}) | {fid['spearman']:.2f} |"
+            )
+    lines += [
+        "",
+        f"The build fails unless the default RM's last layer reaches {FIDELITY_BAR}.",
+        "",
+        "## Prompts and relevance",
+        "- prompts_reviews.json: the first 2-8 tokens of held-out reviews (as the ABC paper does "
+        "with IMDb).",
+        "- token_valence.json: VADER valence of every token id (0 for neutral tokens); "
+        "`llm_gym.assets.token_relevance` is its absolute value, the oracle credit map.",
+        "",
+    ]
+    (Path(out_dir) / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ASSET_DIR, help="output folder (default: the package's assets)")
+    parser.add_argument(
+        "--out", type=Path, default=ASSET_DIR, help="output folder (default: the package's assets)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny budget, for testing the build itself")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny budget, for testing the build itself"
+    )
     args = parser.parse_args(argv)
     cfg = BuildConfig(seed=args.seed)
     if args.quick:
-        cfg = BuildConfig(seed=args.seed, n_reviews=400, held_out=100, lm_steps=20, rm_steps=20,
-                          eval_completions=32, n_prompts=50)
+        cfg = BuildConfig(
+            seed=args.seed,
+            n_reviews=400,
+            held_out=100,
+            lm_steps=20,
+            rm_steps=20,
+            deep_rm_steps=20,
+            eval_completions=32,
+            n_prompts=50,
+        )
     build_world(args.out, cfg, enforce_fidelity=not args.quick)
 
 

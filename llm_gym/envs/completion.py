@@ -46,7 +46,12 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         truncate_prompts: keep the last ``max_prompt_tokens`` tokens of longer
             prompts instead of raising.
         device: where the reward model runs; ``"auto"`` is CUDA when available.
+        trust_remote_code: passed to ``from_pretrained``; off by default.
+        vocab_size: size of the action space when the policy's output layer is
+            wider than ``len(tokenizer)`` (default: ``len(tokenizer)``).
         render_mode: ``"ansi"`` returns prompt and completion text.
+        completion_task: an already resolved :class:`~llm_gym.envs.CompletionTask`
+            to share (the vector env passes one); the other options are then ignored.
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -78,11 +83,14 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         truncate_prompts: bool = False,
         device: str = "auto",
         trust_remote_code: bool = False,
+        vocab_size: int | None = None,
         render_mode: str | None = None,
         completion_task: CompletionTask | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self.task = completion_task or make_task(
             task,
             prompts=prompts,
@@ -96,6 +104,7 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
             truncate_prompts=truncate_prompts,
             device=device,
             trust_remote_code=trust_remote_code,
+            vocab_size=vocab_size,
         )
         self.render_mode = render_mode
         length = self.task.max_length
@@ -230,8 +239,9 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         except (TypeError, ValueError):
             valid = False
         if not valid:
+            shown = int(action) if isinstance(action, np.integer) else action
             raise ValueError(
-                f"action {action!r} is not a token id in the action space "
+                f"action {shown!r} is not a token id in the action space "
                 f"Discrete({self.task.vocab_size}); expected an int in [0, {self.task.vocab_size})"
             )
         return token

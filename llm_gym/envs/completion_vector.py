@@ -82,10 +82,14 @@ class LLMCompletionVectorEnv(VectorEnv):
             self._needs_reset[i] = False
         return self._observations(), infos
 
-    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):
-            raise ValueError(f"expected {self.num_envs} actions of shape ({self.num_envs},), got shape {actions.shape}")
+            raise ValueError(
+                f"expected {self.num_envs} actions of shape ({self.num_envs},), got shape {actions.shape}"
+            )
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)

@@ -142,20 +142,29 @@ def make_task(
     truncate_prompts: bool = False,
     device: str = "auto",
     trust_remote_code: bool = False,
+    vocab_size: int | None = None,
 ) -> CompletionTask:
     """Resolve an environment's options into a :class:`CompletionTask`.
 
     ``task`` names a preset of :data:`TASK_PRESETS` whose values fill every option
     left as ``None``; ``task=None`` uses no preset (then ``prompts``,
-    ``max_prompt_tokens`` and ``max_new_tokens`` are required).
+    ``max_prompt_tokens`` and ``max_new_tokens`` are required). ``vocab_size``
+    widens the action space beyond ``len(tokenizer)``, for policies whose output
+    layer is padded (Qwen, Llama-style models).
     """
     if task is not None and task not in TASK_PRESETS:
         raise ValueError(f"task must be one of {sorted(TASK_PRESETS)} or None, got {task!r}")
     preset = TASK_PRESETS[task] if task is not None else {}
     prompts = prompts if prompts is not None else preset.get("prompts")
-    max_prompt_tokens = max_prompt_tokens if max_prompt_tokens is not None else preset.get("max_prompt_tokens")
+    max_prompt_tokens = (
+        max_prompt_tokens if max_prompt_tokens is not None else preset.get("max_prompt_tokens")
+    )
     max_new_tokens = max_new_tokens if max_new_tokens is not None else preset.get("max_new_tokens")
-    for name, value in (("prompts", prompts), ("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
+    for name, value in (
+        ("prompts", prompts),
+        ("max_prompt_tokens", max_prompt_tokens),
+        ("max_new_tokens", max_new_tokens),
+    ):
         if value is None:
             raise ValueError(f"{name} is required when task=None")
     if int(max_prompt_tokens) < 1:
@@ -163,7 +172,9 @@ def make_task(
 
     tokenizer = _resolve_tokenizer(tokenizer, trust_remote_code)
     new_tokens, min_new_tokens = _resolve_lengths(max_new_tokens, min_new_tokens)
-    prompt_ids, prompt_texts = _tokenize_prompts(prompts, tokenizer, int(max_prompt_tokens), truncate_prompts)
+    prompt_ids, prompt_texts = _tokenize_prompts(
+        prompts, tokenizer, int(max_prompt_tokens), truncate_prompts
+    )
     rm = _resolve_reward_model(reward_model, reward_model_kwargs or {}, device, trust_remote_code)
 
     eos = tokenizer.eos_token_id if eos_ends_episode else None
@@ -186,5 +197,16 @@ def make_task(
         min_new_tokens=min_new_tokens,
         eos_token_id=eos,
         pad_token_id=int(pad),
-        vocab_size=len(tokenizer),
+        vocab_size=_resolve_vocab_size(vocab_size, tokenizer),
     )
+
+
+def _resolve_vocab_size(vocab_size: int | None, tokenizer: Any) -> int:
+    if vocab_size is None:
+        return len(tokenizer)
+    if int(vocab_size) < len(tokenizer):
+        raise ValueError(
+            f"vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens; "
+            "expected None or at least len(tokenizer)"
+        )
+    return int(vocab_size)

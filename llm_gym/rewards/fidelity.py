@@ -71,13 +71,17 @@ def fidelity_metrics(
     with at least one relevant token count.
     """
     if len(weights) != len(relevance):
-        raise ValueError(f"got {len(weights)} weight vectors but {len(relevance)} relevance vectors")
+        raise ValueError(
+            f"got {len(weights)} weight vectors but {len(relevance)} relevance vectors"
+        )
     masses, shares, hits, correlations = [], [], [], []
     for w, r in zip(weights, relevance):
         w = np.asarray(w, dtype=np.float64)
         r = np.abs(np.asarray(r, dtype=np.float64))
         if w.shape != r.shape:
-            raise ValueError(f"weights of shape {w.shape} do not match relevance of shape {r.shape}")
+            raise ValueError(
+                f"weights of shape {w.shape} do not match relevance of shape {r.shape}"
+            )
         relevant = r > threshold
         if not relevant.any():
             continue

@@ -109,8 +109,19 @@ class HFRewardModel(RewardModel):
         config = self.model.config
         if getattr(config, "is_decoder", False):
             return "last"
-        encoder_types = {"bert", "distilbert", "roberta", "deberta", "deberta-v2", "electra",
-                         "albert", "xlm-roberta", "camembert", "modernbert", "mpnet"}
+        encoder_types = {
+            "bert",
+            "distilbert",
+            "roberta",
+            "deberta",
+            "deberta-v2",
+            "electra",
+            "albert",
+            "xlm-roberta",
+            "camembert",
+            "modernbert",
+            "mpnet",
+        }
         return "first" if config.model_type in encoder_types else "last"
 
     def _resolve_score(self, score: Any) -> tuple[int, int | None]:
@@ -127,7 +138,9 @@ class HFRewardModel(RewardModel):
                     )
                 return int(label)
             if label.lower() not in label2id:
-                raise ValueError(f"score label {label!r} is not one of the model's labels {id2label}")
+                raise ValueError(
+                    f"score label {label!r} is not one of the model's labels {id2label}"
+                )
             return label2id[label.lower()]
 
         if score == "auto":
@@ -157,7 +170,8 @@ class HFRewardModel(RewardModel):
         key = id(env_tokenizer)
         if key not in self._same_vocab_cache:
             self._same_vocab_cache[key] = (
-                env_tokenizer is self.tokenizer or env_tokenizer.get_vocab() == self.tokenizer.get_vocab()
+                env_tokenizer is self.tokenizer
+                or env_tokenizer.get_vocab() == self.tokenizer.get_vocab()
             )
         return self._same_vocab_cache[key]
 
@@ -173,7 +187,7 @@ class HFRewardModel(RewardModel):
                 ids = prompt.tolist() + completion.tolist()
                 prefix = 0
                 if self.pooling == "first":
-                    with_special = tokenizer.build_inputs_with_special_tokens(ids)
+                    with_special = _with_special_tokens(tokenizer, ids)
                     prefix = _offset_of(with_special, ids)
                     ids = with_special
                 completion_starts.append((prefix + len(prompt), len(completion)))
@@ -258,6 +272,18 @@ class HFRewardModel(RewardModel):
 
     def __repr__(self) -> str:
         return f"HFRewardModel({self.name!r}, pooling={self.pooling!r})"
+
+
+def _with_special_tokens(tokenizer: Any, ids: list[int]) -> list[int]:
+    """``ids`` inside the tokenizer's single-sequence special-token template ([CLS] ... [SEP])."""
+    if hasattr(tokenizer, "build_inputs_with_special_tokens"):
+        return tokenizer.build_inputs_with_special_tokens(ids)
+    # transformers 5 fast tokenizers have no such method: read the template off a probe text
+    probe = tokenizer.convert_ids_to_tokens(ids[:1])[0] if ids else ""
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    templated = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    start = _offset_of(templated, plain)
+    return templated[:start] + ids + templated[start + len(plain) :]
 
 
 def _offset_of(with_special: list[int], ids: list[int]) -> int:

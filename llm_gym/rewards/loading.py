@@ -7,6 +7,8 @@ that names it and says what to do.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -23,7 +25,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"device {device!r} is not a torch device; expected 'auto', 'cpu', 'cuda', ...") from err
+        raise ValueError(
+            f"device {device!r} is not a torch device; expected 'auto', 'cpu', 'cuda', ..."
+        ) from err
 
 
 def _not_found(kind: str, name: str, err: Exception) -> OSError:
@@ -50,11 +54,28 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
         raise _not_found("tokenizer", name_or_path, err) from err
 
 
-def load_pretrained(auto_class: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load progress bar (tiny models load in milliseconds)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_pretrained(
+    auto_class: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any
+) -> Any:
     """``auto_class.from_pretrained`` from safetensors only, with a clear error when missing."""
     try:
-        return auto_class.from_pretrained(
-            name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
-        )
+        with _quiet_loading():
+            return auto_class.from_pretrained(
+                name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+            )
     except (OSError, ValueError) as err:
         raise _not_found("model", name_or_path, err) from err

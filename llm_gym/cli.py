@@ -1,0 +1,141 @@
+"""The ``llm-gym`` command: ``compare``, ``demo``, ``build-assets``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> None:
+    """Roll out episodes of LLMCompletion-v0 with the embedded LM as the policy and print scores."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import llm_gym  # noqa: F401
+    from llm_gym import assets
+    from llm_gym.rewards.loading import load_pretrained
+
+    torch.manual_seed(args.seed)
+    lm = load_pretrained(AutoModelForCausalLM, str(assets.LM_DIR)).eval()
+    envs = gym.make_vec("LLMCompletion-v0", num_envs=args.envs, task=args.task)
+    obs, _ = envs.reset(seed=args.seed)
+    scores: list[float] = []
+    started = time.perf_counter()
+    tokens = 0
+    with torch.no_grad():
+        while len(scores) < args.episodes:
+            ids = torch.from_numpy(obs["input_ids"])
+            mask = torch.from_numpy(obs["attention_mask"])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+            actions = torch.distributions.Categorical(logits=logits).sample().numpy()
+            obs, rewards, terminated, _, infos = envs.step(actions)
+            tokens += args.envs
+            for i in np.flatnonzero(terminated):
+                scores.append(float(rewards[i]))
+                if len(scores) <= args.show:
+                    prompt = envs.tokenizer.decode(infos["prompt_ids"][i])
+                    print(f"{rewards[i]:+6.2f}  {prompt} | {infos['text'][i]}")
+    elapsed = time.perf_counter() - started
+    print(
+        f"\n{len(scores)} episodes: mean score {np.mean(scores):+.3f} (std {np.std(scores):.3f}, "
+        f"min {np.min(scores):+.2f}, max {np.max(scores):+.2f}); {tokens / elapsed:.0f} tokens/s"
+    )
+
+
+def _parse_range(text: str) -> int | tuple[int, int]:
+    """``"32"`` -> 32, ``"40-60"`` -> (40, 60)."""
+    low, _, high = text.partition("-")
+    return (int(low), int(high)) if high else int(low)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    """Train TokenPPO per reward scheme and seed; write curves, plot and summary."""
+    from dataclasses import replace
+
+    from llm_gym.experiments.compare import PRESETS, run_compare
+
+    preset = PRESETS["quick" if args.quick else args.preset]
+    if args.quick and args.preset != "default":
+        preset = replace(preset, task=PRESETS[args.preset].task)
+    overrides = {
+        "methods": tuple(args.rewards) if args.rewards else None,
+        "seeds": args.seeds,
+        "updates": args.updates,
+        "beta": args.beta,
+        "learning_rate": args.lr,
+        "gae_lambda": args.gae_lambda,
+        "kl_target": args.kl_target,
+        "reward_model": args.reward_model,
+        "abc_layers": tuple(args.abc_layers) if args.abc_layers else None,
+        "max_new_tokens": _parse_range(args.new_tokens) if args.new_tokens else None,
+        "n_envs": args.batch,
+    }
+    preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+    print(run_compare(preset, args.out, smoothing=args.smoothing))
+    print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
+
+
+def _build_assets(args: argparse.Namespace) -> None:
+    from llm_gym.assets.build import main as build_main
+
+    build_main(
+        (["--quick"] if args.quick else [])
+        + ["--seed", str(args.seed)]
+        + (["--out", args.out] if args.out else [])
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="llm-gym", description="RL on language models as a Gymnasium problem."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compare = commands.add_parser("compare", help="train sparse, ABC, uniform, ... side by side and compare")
+    compare.add_argument("--rewards", nargs="+", default=None, help="methods: oracle sparse abc uniform abcd pbrs")
+    compare.add_argument("--preset", default="default", choices=["default", "paper"], help="task preset")
+    compare.add_argument("--quick", action="store_true", help="a run that takes at most ~10 minutes on 2 cores")
+    compare.add_argument("--seeds", type=int, default=None)
+    compare.add_argument("--updates", type=int, default=None)
+    compare.add_argument("--batch", type=int, default=None, help="episodes per update (parallel envs)")
+    compare.add_argument("--beta", type=float, default=None, help="dense share of the credit (paper: 0.8)")
+    compare.add_argument("--abc-layers", type=int, nargs="+", default=None, help="RM layers ABC reads (-1: last)")
+    compare.add_argument("--new-tokens", default=None, help="completion length, e.g. 32 or 40-60")
+    compare.add_argument("--lr", type=float, default=None)
+    compare.add_argument("--gae-lambda", type=float, default=None)
+    compare.add_argument("--kl-target", type=float, default=None)
+    compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
+    compare.add_argument("--smoothing", type=int, default=5, help="moving-average window for the table")
+    compare.add_argument("--out", default="compare_out")
+    compare.set_defaults(run=_compare)
+
+    demo = commands.add_parser(
+        "demo", help="roll out episodes with the embedded LM and print their scores"
+    )
+    demo.add_argument("--episodes", type=int, default=64)
+    demo.add_argument(
+        "--envs", type=int, default=16, help="parallel environments (one batched RM forward)"
+    )
+    demo.add_argument("--task", default="default", help="task preset: default or paper")
+    demo.add_argument("--show", type=int, default=8, help="completions to print")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+
+    build = commands.add_parser("build-assets", help="rebuild the embedded default world")
+    build.add_argument("--out", default=None, help="output folder (default: the package's assets)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--quick", action="store_true", help="tiny budget, for testing the build")
+    build.set_defaults(run=_build_assets)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

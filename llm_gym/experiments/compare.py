@@ -1,0 +1,267 @@
+"""``llm-gym compare``: train TokenPPO with several reward schemes side by side.
+
+Each (method, seed) run trains one :class:`~llm_gym.agents.TokenPPO` on
+LLMCompletion-v0 wrapped by that method's reward wrapper. Runs of the same seed
+share the prompts drawn and the policy's initial weights, so differences between
+methods are paired. Outputs, in the output folder:
+
+- ``curves.csv``: per-update mean score, KL, completion length per method and seed;
+- ``curves.png``: mean and spread over seeds per method;
+- ``summary.md``: the comparison table (:mod:`llm_gym.experiments.summary`) and
+  the credit fidelity of each credit map used;
+- ``tb/``: TensorBoard logs per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import llm_gym  # noqa: F401  (registers the environments)
+from llm_gym import assets
+from llm_gym.experiments.summary import load_curves, markdown_table, summarise, write_long_csv
+
+__all__ = ["METHODS", "PRESETS", "ComparePreset", "make_method_env", "run_compare"]
+
+#: reward schemes: oracle = credit in proportion to the world's known per-token relevance
+METHODS = ("oracle", "sparse", "abc", "uniform", "abcd", "pbrs")
+
+
+@dataclass(frozen=True)
+class ComparePreset:
+    """A comparison's task and PPO settings (override any field from the command line)."""
+
+    task: str = "default"
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 8
+    updates: int = 150
+    n_envs: int = 16  # episodes per update: the paper's batch of 16
+    n_steps: int | None = None  # steps per env per update; None: the longest completion
+    batch_size: int = 128
+    n_epochs: int = 4
+    learning_rate: float = 3e-5
+    gae_lambda: float = 0.8
+    beta: float = 0.8
+    abc_layers: tuple[int, ...] = (-1,)
+    kl_coef: float = 0.05
+    kl_target: float | None = 6.0
+    reward_model: str = "default"
+    max_new_tokens: int | tuple[int, int] | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, ComparePreset] = {
+    # the embedded world's credit-limited task: 32-token completions, rare decisive words
+    "default": ComparePreset(),
+    # the ABC paper's IMDb setting: 2-8-token prompts, 8-16 new tokens, batch 16, beta 0.8
+    "paper": ComparePreset(task="paper"),
+    # at most ~10 minutes on 2 CPU cores, still showing the comparison
+    "quick": ComparePreset(methods=("oracle", "sparse", "abc", "uniform"), seeds=2, updates=30),
+}
+
+
+def relevance_of(prompt_ids: np.ndarray, completion_ids: np.ndarray) -> np.ndarray:
+    """The embedded world's oracle: each completion token's |lexicon valence|."""
+    return assets.token_relevance(completion_ids)
+
+
+def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
+    """LLMCompletion-v0 wrapped for ``method``."""
+    from llm_gym.wrappers import (
+        AttentionCredit,
+        GeneratorAttentionCredit,
+        PotentialShaping,
+        RelevanceCredit,
+        SparseReward,
+        UniformCredit,
+    )
+
+    options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model}
+    if preset.max_new_tokens is not None:
+        options["max_new_tokens"] = preset.max_new_tokens
+    options.update(preset.env_kwargs)
+    env = gym.make("LLMCompletion-v0", **options)
+    wrappers: dict[str, Callable[[gym.Env], gym.Env]] = {
+        "sparse": SparseReward,
+        "oracle": lambda e: RelevanceCredit(e, relevance_of, beta=preset.beta),
+        "abc": lambda e: AttentionCredit(e, beta=preset.beta, layers=preset.abc_layers),
+        "uniform": UniformCredit,
+        "abcd": lambda e: GeneratorAttentionCredit(e, str(assets.LM_DIR), beta=preset.beta),
+        "pbrs": lambda e: PotentialShaping(e, "reward_model"),
+    }
+    if method not in wrappers:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(wrappers)}")
+    return wrappers[method](env)
+
+
+def _horizon(env: gym.Env) -> int:
+    return int(env.unwrapped.task.new_tokens[1])
+
+
+def run_one(method: str, seed: int, preset: ComparePreset, out_dir: Path) -> list[dict[str, Any]]:
+    """Train one run; returns one row per update (method, seed, update, score, kl, length)."""
+    import torch
+    from stable_baselines3.common.logger import configure
+
+    from llm_gym.agents import TokenPPO
+
+    torch.manual_seed(seed)
+    env = make_method_env(method, preset)
+    n_steps = preset.n_steps or _horizon(env)
+    model = TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_envs=preset.n_envs,
+        n_steps=n_steps,
+        batch_size=min(preset.batch_size, n_steps * preset.n_envs),
+        n_epochs=preset.n_epochs,
+        learning_rate=preset.learning_rate,
+        gae_lambda=preset.gae_lambda,
+        kl_coef=preset.kl_coef,
+        kl_target=preset.kl_target,
+        seed=seed,
+        device="cpu",
+    )
+    run_dir = out_dir / "tb" / f"{method}_seed{seed}"
+    model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
+    model.learn(preset.updates * n_steps * preset.n_envs, log_interval=1)
+    rows = []
+    with open(run_dir / "progress.csv", newline="") as handle:
+        for update, row in enumerate(csv.DictReader(handle)):
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "update": update,
+                    "score": float(row["rollout/score_mean"]),
+                    "kl": float(row.get("rollout/kl_per_completion") or "nan"),
+                    "length": float(row.get("rollout/completion_length") or "nan"),
+                }
+            )
+    env.close()
+    return rows
+
+
+def credit_fidelity_table(preset: ComparePreset, methods: Sequence[str], n: int = 256, seed: int = 0) -> str:
+    """Fidelity of each credit map the run uses, on ``n`` completions of the initial policy."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llm_gym.rewards import AttentionRequest, CompletionBatch, HFRewardModel
+    from llm_gym.rewards.credit import credit_fidelity
+    from llm_gym.rewards.generator import GeneratorAttention
+    from llm_gym.rewards.loading import load_pretrained
+
+    env = gym.make("LLMCompletion-v0", task=preset.task, reward_model=preset.reward_model, device="cpu")
+    task = env.unwrapped.task
+    lm = load_pretrained(AutoModelForCausalLM, str(assets.LM_DIR)).eval()
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    prompts = [task.prompts[i] for i in rng.integers(len(task.prompts), size=n)]
+    completions = []
+    with torch.no_grad():
+        for prompt in prompts:
+            out = lm.generate(
+                torch.from_numpy(prompt)[None], do_sample=True, top_k=0,
+                max_new_tokens=task.new_tokens[1], pad_token_id=task.pad_token_id,
+                eos_token_id=task.eos_token_id,
+            )
+            completions.append(out[0, len(prompt) :].numpy())
+    batch = CompletionBatch(prompts, completions, task.tokenizer)
+    maps: dict[str, Any] = {}
+    if "uniform" in methods:
+        maps["uniform"] = "uniform"
+    if "abc" in methods:
+        maps[f"abc (layers {preset.abc_layers})"] = AttentionRequest(preset.abc_layers)
+    if "abcd" in methods:
+        maps["abcd (generator attention)"] = GeneratorAttention(str(assets.LM_DIR), device="cpu")
+    if "oracle" in methods:
+        maps["oracle"] = lambda b: [relevance_of(p, c) / max(relevance_of(p, c).sum(), 1e-12) for p, c in zip(b.prompt_ids, b.completion_ids)]
+    rm = task.reward_model if isinstance(task.reward_model, HFRewardModel) else None
+    reports = credit_fidelity(batch, relevance_of_batch := [assets.token_relevance(c) for c in completions], maps, reward_model=rm)
+    del relevance_of_batch
+    lines = ["| credit map | mass ratio | top-1 on relevant (chance) | Spearman | completions |", "|---|---|---|---|---|"]
+    for name, report in reports.items():
+        lines.append(
+            f"| {name} | {report.mass_ratio:.2f}x | {report.top_hit_rate:.2f} ({report.top_hit_chance:.2f}) "
+            f"| {report.spearman:.2f} | {report.n_completions} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(csv_path: Path, png_path: Path, smoothing: int = 5) -> None:
+    """Seed-mean curve per method with a band of +-1 standard error over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llm_gym.experiments.summary import smooth
+
+    curves = load_curves(csv_path)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method in curves.methods:
+        runs = [curves.values[method][s] for s in curves.seeds(method)]
+        length = min(len(r) for r in runs)
+        stacked = np.array([smooth(r[:length], smoothing) for r in runs])
+        mean = stacked.mean(0)
+        se = stacked.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(mean)
+        x = np.arange(length)
+        ax.plot(x, mean, label=f"{method} ({len(runs)} seeds)")
+        ax.fill_between(x, mean - se, mean + se, alpha=0.2)
+    ax.set_xlabel("PPO update")
+    ax.set_ylabel(f"mean score per batch (moving average of {smoothing})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def run_compare(
+    preset: ComparePreset, out_dir: str | Path, progress: bool = True, smoothing: int = 5, fidelity: bool = True
+) -> str:
+    """Train every (method, seed), write the outputs, and return the summary markdown."""
+    from tqdm.auto import tqdm
+
+    unknown = [m for m in preset.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected names from {list(METHODS)}")
+    if "sparse" not in preset.methods:
+        preset = replace(preset, methods=("sparse", *preset.methods))  # the baseline
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    runs = [(m, s) for s in range(preset.seeds) for m in preset.methods]
+    for method, seed in tqdm(runs, desc="compare", disable=not progress, unit="run"):
+        rows += run_one(method, seed, preset, out)
+        write_long_csv(out / "curves.csv", rows)
+    plot_curves(out / "curves.csv", out / "curves.png", smoothing)
+    threshold, summaries = summarise(load_curves(out / "curves.csv"), smoothing=smoothing)
+    parts = [
+        "# llm-gym compare",
+        "",
+        f"Preset: `{json.dumps(asdict(preset), default=str)}`",
+        f"Wall time: {(time.perf_counter() - started) / 60:.1f} min.",
+        "",
+        f"Threshold: 90% of the sparse method's best seed-mean score (moving average of {smoothing}) "
+        f"= {threshold:.3f}. Per-seed columns read each seed's own curve; paired differences "
+        "compare each seed's mean score over the run with sparse on the same seed (± standard error).",
+        "",
+        markdown_table(summaries),
+    ]
+    if fidelity:
+        parts += ["", "## Credit fidelity of the credit maps used (initial policy's completions)", "",
+                  credit_fidelity_table(preset, preset.methods)]
+    summary = "\n".join(parts) + "\n"
+    (out / "summary.md").write_text(summary)
+    return summary

@@ -1,0 +1,114 @@
+"""The base of the redistribution wrappers: the sparse stream out, token credit in info.
+
+Holds :class:`CreditWrapper`, :func:`redistribute`, :func:`check_beta` and the
+protocol helpers the wrappers share (:func:`episode_ids`, :func:`env_tokenizer`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["CreditWrapper", "check_beta", "env_tokenizer", "episode_ids", "redistribute"]
+
+
+def check_beta(beta: float) -> float:
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1] (0: sparse, 1: fully dense), got {beta}")
+    return beta
+
+
+def redistribute(weights: np.ndarray, episode_return: float, beta: float) -> np.ndarray:
+    """r_t = beta * w_t * R + (1 - beta) * R * [t == T]; sums to R when ``weights`` sums to 1."""
+    weights = np.asarray(weights, dtype=np.float64)
+    token_rewards = beta * episode_return * weights
+    token_rewards[-1] += (1.0 - beta) * episode_return
+    return token_rewards
+
+
+def episode_ids(info: dict[str, Any], wrapper: str) -> tuple[np.ndarray, np.ndarray]:
+    """A finished episode's ``info["prompt_ids"]`` and ``info["completion_ids"]``, or an error."""
+    missing = [key for key in ("prompt_ids", "completion_ids") if key not in info]
+    if missing:
+        raise gym.error.Error(
+            f"{wrapper} needs info[{missing[0]!r}] on the last step of an episode (the token ids "
+            f"of the prompt and of the completion); the environment's last info has keys "
+            f"{sorted(info)}. See the protocol in llm_gym.wrappers."
+        )
+    return (
+        np.asarray(info["prompt_ids"], dtype=np.int64).reshape(-1),
+        np.asarray(info["completion_ids"], dtype=np.int64).reshape(-1),
+    )
+
+
+def env_tokenizer(env: gym.Env | Any, tokenizer: Any, wrapper: str) -> Any:
+    """The given tokenizer, else the environment's ``tokenizer`` attribute, or a clear error."""
+    if tokenizer is not None:
+        return tokenizer
+    if env.has_wrapper_attr("tokenizer"):
+        return env.get_wrapper_attr("tokenizer")
+    raise gym.error.Error(
+        f"{wrapper} needs the environment's tokenizer to decode token ids: pass tokenizer=... "
+        f"or give the environment a `tokenizer` attribute"
+    )
+
+
+class CreditWrapper(gym.Wrapper):
+    """Returns the environment's rewards unchanged and, when an episode ends, puts
+    its return R redistributed over the completion tokens in ``info["token_rewards"]``.
+
+    Subclasses set :attr:`beta` and implement :meth:`credit_weights`. The
+    ``"ansi"`` render shows the last finished completion coloured by token reward.
+    """
+
+    beta: float = 1.0
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._episode_return = 0.0
+        self._steps = 0
+        self.last_completion_ids: list[int] | None = None
+        self.last_token_rewards: np.ndarray | None = None
+
+    def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
+        """Weights over the ``n_tokens`` completion tokens, summing to 1."""
+        raise NotImplementedError
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._episode_return, self._steps = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._episode_return += float(reward)
+        self._steps += 1
+        if terminated or truncated:
+            n_tokens = len(info["completion_ids"]) if "completion_ids" in info else self._steps
+            weights = self.credit_weights(info, n_tokens) if self.beta > 0 else np.zeros(n_tokens)
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != (n_tokens,):
+                raise ValueError(
+                    f"{type(self).__name__} got {weights.shape[0]} credit weights for a "
+                    f"completion of {n_tokens} tokens; expected one weight per token"
+                )
+            token_rewards = redistribute(weights, self._episode_return, self.beta)
+            info["token_rewards"] = token_rewards.tolist()
+            self.last_token_rewards = token_rewards
+            self.last_completion_ids = info.get("completion_ids")
+        return obs, reward, terminated, truncated, info
+
+    def render(self) -> Any:
+        if self.render_mode != "ansi" or self.last_token_rewards is None:
+            return self.env.render()
+        from llm_gym.wrappers.render import credit_ansi, token_strings
+
+        tokenizer = (
+            self.env.get_wrapper_attr("tokenizer")
+            if self.env.has_wrapper_attr("tokenizer")
+            else None
+        )
+        ids = self.last_completion_ids or list(range(len(self.last_token_rewards)))
+        return credit_ansi(token_strings(ids, tokenizer), self.last_token_rewards) + "\n"

@@ -1,0 +1,37 @@
+"""UniformCredit: the return R spread evenly, r_t = R / T."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from llm_gym.wrappers.credit import CreditWrapper
+
+__all__ = ["UniformCredit"]
+
+
+class UniformCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
+    """Every completion token gets R / T (the paper's "uniform" baseline).
+
+    Needs nothing from the environment beyond its rewards (T is
+    ``len(info["completion_ids"])`` when present, else the episode's steps).
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> env = UniformCredit(gym.make("LLMCompletion-v0"))
+        >>> _ = env.reset(seed=0)
+        >>> done = False
+        >>> while not done:
+        ...     _, reward, done, _, info = env.step(env.action_space.sample())
+        >>> len(set(info["token_rewards"])) == 1
+        True
+    """
+
+    beta = 1.0
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        CreditWrapper.__init__(self, env)
+
+    def credit_weights(self, info: dict, n_tokens: int) -> np.ndarray:
+        return np.full(n_tokens, 1.0 / n_tokens)

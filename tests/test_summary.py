@@ -1,0 +1,68 @@
+"""The comparison table is computed correctly from a hand-made CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llm_gym.experiments.summary import (
+    load_curves,
+    markdown_table,
+    smooth,
+    summarise,
+    updates_to_threshold,
+    write_long_csv,
+)
+
+# sparse: seed-mean curve 0, 1, 2, ..., 10 (best 10 -> threshold 9 reached at update 9)
+# abc:    seed 0 reaches 9 at update 4, seed 1 at update 6; the seed mean (8.5 at update 5)
+#         reaches 9 at update 6
+SPARSE = {0: np.arange(11.0), 1: np.arange(11.0)}
+ABC = {
+    0: np.array([0, 2, 4, 6, 9, 9, 9, 9, 9, 9, 9.0]),
+    1: np.array([0, 1, 2, 4, 6, 8, 9, 9, 9, 9, 9.0]),
+}
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    rows = []
+    for method, runs in (("sparse", SPARSE), ("abc", ABC)):
+        for seed, curve in runs.items():
+            rows += [
+                {"method": method, "seed": seed, "update": u, "score": float(v), "kl": 0.0}
+                for u, v in enumerate(curve)
+            ]
+    path = tmp_path / "curves.csv"
+    write_long_csv(path, rows)
+    return path
+
+
+def test_steps_to_threshold_on_hand_made_csv(csv_path):
+    threshold, rows = summarise(load_curves(csv_path), final_window=3)
+    assert threshold == pytest.approx(9.0)
+    by = {r.method: r for r in rows}
+    assert by["sparse"].updates_to_threshold == 9
+    assert by["abc"].updates_to_threshold == 6
+    assert by["abc"].ratio_to_baseline == pytest.approx(6 / 9)
+    assert by["abc"].median_updates_per_seed == pytest.approx(5.0)  # median of 4 and 6
+    assert by["abc"].median_ratio_per_seed == pytest.approx(np.median([4 / 9, 6 / 9]))
+    assert by["abc"].seeds_reaching == 2
+    assert by["abc"].paired_mean_diff == pytest.approx(np.mean([ABC[0].mean() - 5.0, ABC[1].mean() - 5.0]))
+    assert by["sparse"].paired_mean_diff is None
+    assert by["abc"].final == pytest.approx(9.0)
+    table = markdown_table(rows)
+    assert "| abc | 2 |" in table and "6 (0.67)" in table
+
+
+def test_helpers():
+    assert updates_to_threshold(np.array([0, 1, 3, 2]), 2.5) == 2
+    assert updates_to_threshold(np.array([0, 1]), 5) is None
+    np.testing.assert_allclose(smooth(np.array([0, 2, 4, 6.0]), 2), [0, 1, 3, 5])
+
+
+def test_bad_csv(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("method,seed,score\nsparse,0,1.0\n")
+    with pytest.raises(ValueError, match=r"lacks the columns \['update'\]"):
+        load_curves(path)
