@@ -128,3 +128,26 @@ def test_env_copies_keep_the_wrapper_stack_and_share_the_reward_model():
     envs = model.get_env().envs
     assert all(isinstance(e, UniformCredit) for e in envs)
     assert len({id(e.unwrapped.reward_model) for e in envs}) == 1
+
+
+def test_attention_credit_wrapper_stack_feeds_dense_rewards():
+    from llm_gym.wrappers import AttentionCredit
+
+    env = AttentionCredit(make_env(max_new_tokens=4, eos_ends_episode=False), beta=0.8)
+    model = TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_steps=4,
+        batch_size=8,
+        n_envs=2,
+        n_epochs=1,
+        seed=0,
+        kl_coef=0.0,
+        kl_target=None,
+    )
+    assert all(isinstance(e, AttentionCredit) for e in model.get_env().envs)
+    recorder = Recorder()
+    model.learn(8, callback=recorder)
+    rewards = recorder.rewards[0]
+    np.testing.assert_allclose(rewards.sum(0), recorder.scores, rtol=1e-4, atol=1e-5)
+    assert np.count_nonzero(rewards) > 2

@@ -48,7 +48,9 @@ def test_steps_to_threshold_on_hand_made_csv(csv_path):
     assert by["abc"].median_updates_per_seed == pytest.approx(5.0)  # median of 4 and 6
     assert by["abc"].median_ratio_per_seed == pytest.approx(np.median([4 / 9, 6 / 9]))
     assert by["abc"].seeds_reaching == 2
-    assert by["abc"].paired_mean_diff == pytest.approx(np.mean([ABC[0].mean() - 5.0, ABC[1].mean() - 5.0]))
+    assert by["abc"].paired_mean_diff == pytest.approx(
+        np.mean([ABC[0].mean() - 5.0, ABC[1].mean() - 5.0])
+    )
     assert by["sparse"].paired_mean_diff is None
     assert by["abc"].final == pytest.approx(9.0)
     table = markdown_table(rows)
