@@ -1,0 +1,32 @@
+"""Agents for token environments on stable-baselines3 and sb3-contrib.
+
+- :class:`CausalLMPolicy`: a pretrained causal LM as an actor-critic policy.
+- :class:`TokenPPO`: PPO with per-token credit, KV-cached rollouts and a KL penalty.
+- :class:`TokenMaskablePPO`: the same on sb3-contrib's MaskablePPO, with top-k /
+  top-p masks from the reference model.
+- :class:`TokenRewardCallback`: per-token credit for stock on-policy algorithms.
+"""
+
+from llm_gym.agents.buffers import EpisodeRolloutBuffer
+from llm_gym.agents.callbacks import TokenRewardCallback
+from llm_gym.agents.decoding import IncrementalDecoder
+from llm_gym.agents.evaluation import evaluate_completions
+from llm_gym.agents.maskable import MaskableCausalLMPolicy, TokenMaskablePPO, top_k_top_p_mask
+from llm_gym.agents.policy import CausalLMPolicy
+from llm_gym.agents.ppo import KLController, TokenPPO, make_token_vec_env
+from llm_gym.agents.vec_env import GymnasiumVecEnv
+
+__all__ = [
+    "CausalLMPolicy",
+    "EpisodeRolloutBuffer",
+    "GymnasiumVecEnv",
+    "IncrementalDecoder",
+    "KLController",
+    "MaskableCausalLMPolicy",
+    "TokenMaskablePPO",
+    "TokenPPO",
+    "TokenRewardCallback",
+    "evaluate_completions",
+    "make_token_vec_env",
+    "top_k_top_p_mask",
+]

@@ -1,0 +1,165 @@
+"""Incremental decoding of left-padded token windows with a key/value cache.
+
+Holds :class:`IncrementalDecoder`, which turns the fixed-length observation
+windows of a token environment into one-token forwards: a row whose new window is
+its previous window shifted left by one token reuses the cached keys and values;
+any other row (a new episode, or anything unexpected) is re-encoded in full. The
+result is therefore always exactly what a full forward over the window gives.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+__all__ = ["IncrementalDecoder", "position_ids_from_mask", "shared_prefix_hidden"]
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions of a left-padded batch: 0 at the first real token (padding gets 0 too)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+#: largest batch^2 x window comparison shared_prefix_hidden makes (256 MB of int64)
+_MAX_PAIR_ELEMENTS = 2**25
+
+
+def _prefix_roots(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each window, the longest window of the batch whose content starts with its content.
+
+    Returns ``root`` (index of that window) and ``shift`` (how many tokens longer it is).
+    """
+    length = ids.shape[1]
+    n = mask.sum(1)
+    shift = n[:, None] - n[None, :]  # [j, i]: how much longer window j is than window i
+    positions = torch.arange(length, device=ids.device)
+    source = (positions[None, None, :] - shift[:, :, None]).clamp(0, length - 1)
+    shifted = ids.gather(1, source.reshape(len(ids), -1)).reshape(source.shape)  # ids_j[p - shift]
+    same = (shifted == ids[None, :, :]) | (mask[None, :, :] == 0)
+    contains = same.all(-1) & (shift >= 0)
+    root = torch.where(contains, n[:, None] + 1, torch.zeros_like(shift)).argmax(0)
+    return root, shift[root, torch.arange(len(ids), device=ids.device)]
+
+
+def shared_prefix_hidden(trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Last-position hidden states of left-padded windows, one forward per distinct episode.
+
+    A window whose content (prompt + completion so far) is the start of a longer
+    window's content is read from that window's forward at the matching position:
+    causal attention makes it the same hidden state. A minibatch holding several
+    steps of one episode thus costs one window forward for them, not one each.
+    Finding the matches compares every pair of windows (batch^2 x window); past
+    ``2**25`` comparisons it falls back to one forward per window.
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> ids = torch.tensor([[0, 0, 5, 6], [0, 5, 6, 7], [0, 0, 4, 6]])
+        >>> mask = (ids > 0).long()
+        >>> full = lm.base_model(ids, attention_mask=mask,
+        ...     position_ids=position_ids_from_mask(mask)).last_hidden_state[:, -1]
+        >>> torch.allclose(shared_prefix_hidden(lm.base_model, ids, mask), full, atol=1e-5)
+        True
+    """
+    if len(ids) ** 2 * ids.shape[1] > _MAX_PAIR_ELEMENTS:  # the pairwise match would not pay
+        out = trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+        return out.last_hidden_state[:, -1]
+    root, shift = _prefix_roots(ids, mask)
+    roots, slot = torch.unique(root, return_inverse=True)
+    out = trunk(
+        input_ids=ids[roots],
+        attention_mask=mask[roots],
+        position_ids=position_ids_from_mask(mask[roots]),
+    )
+    return out.last_hidden_state[slot, ids.shape[1] - 1 - shift]
+
+
+class IncrementalDecoder:
+    """Last-position hidden states of a transformer trunk, one new token per call.
+
+    Args:
+        trunk: the model's base transformer (``causal_lm.base_model``), called with
+            ``input_ids``, ``attention_mask``, ``position_ids`` and a ``DynamicCache``.
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> decoder = IncrementalDecoder(lm.base_model)
+        >>> ids = torch.tensor([[0, 0, 5, 6]]); mask = torch.tensor([[0, 0, 1, 1]])
+        >>> first = decoder(ids, mask)
+        >>> ids2 = torch.tensor([[0, 5, 6, 7]]); mask2 = torch.tensor([[0, 1, 1, 1]])
+        >>> full = lm.base_model(ids2, attention_mask=mask2,
+        ...     position_ids=position_ids_from_mask(mask2)).last_hidden_state[:, -1]
+        >>> torch.allclose(decoder(ids2, mask2), full, atol=1e-5)
+        True
+    """
+
+    def __init__(self, trunk: nn.Module) -> None:
+        self.trunk = trunk
+        # transformers renamed past_key_values to cache in 5.x; accept both generations
+        self._cache_arg = (
+            "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the cache (the next call re-encodes every row)."""
+        self._cache: DynamicCache | None = None
+        self._ids: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        out = self.trunk(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=True,
+            **{self._cache_arg: DynamicCache()},
+        )
+        return out.last_hidden_state[:, -1], out[self._cache_arg]
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden state of the newest (last) token of each window, shape (batch, width)."""
+        ids, mask = input_ids.long(), attention_mask.long()
+        if self._cache is None or self._ids is None or self._ids.shape != ids.shape:
+            hidden, self._cache = self._encode(ids, mask)
+            self._ids, self._mask, self._hidden = ids, mask, hidden
+            return hidden
+        if torch.equal(ids, self._ids) and torch.equal(mask, self._mask):
+            return (
+                self._hidden
+            )  # asked again about the same windows (e.g. policy and KL share a model)
+        continues = (ids[:, :-1] == self._ids[:, 1:]).all(1) & (
+            mask[:, :-1] == self._mask[:, 1:]
+        ).all(1)
+        continues &= mask[:, -1] == 1
+        if not bool(continues.any()):
+            hidden, self._cache = self._encode(ids, mask)
+        else:
+            # the window slides: the oldest cached position leaves as the new token enters
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[:, :, 1:]
+                layer.values = layer.values[:, :, 1:]
+            out = self.trunk(
+                input_ids=ids[:, -1:],
+                attention_mask=mask,
+                position_ids=position_ids_from_mask(mask)[:, -1:],
+                use_cache=True,
+                **{self._cache_arg: self._cache},
+            )
+            hidden = out.last_hidden_state[:, -1]
+            restart = (~continues).nonzero().squeeze(1)
+            if restart.numel():
+                fresh_hidden, fresh = self._encode(ids[restart], mask[restart])
+                hidden[restart] = fresh_hidden
+                for layer, new in zip(self._cache.layers, fresh.layers, strict=True):
+                    layer.keys[restart] = new.keys
+                    layer.values[restart] = new.values
+        self._ids, self._mask, self._hidden = ids, mask, hidden
+        return hidden

@@ -1,0 +1,66 @@
+"""Sampling completions from a trained agent and summarising them.
+
+Holds :func:`evaluate_completions`: mean score and distinct-token ratio of one
+completion per prompt, the numbers that show learning and collapse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llm_gym.agents.vec_env import GymnasiumVecEnv
+
+__all__ = ["evaluate_completions"]
+
+
+def evaluate_completions(
+    model: Any, n_episodes: int = 64, seed: int = 0, deterministic: bool = False, **env_kwargs: Any
+) -> dict[str, float]:
+    """Sample one completion on each of ``n_episodes`` seeded LLMCompletion-v0 episodes.
+
+    Args:
+        model: an SB3 algorithm (or anything with ``predict(obs, deterministic=...)``).
+        n_episodes: number of completions, written side by side.
+        seed: seeds the prompts (episode i uses ``seed + i``), so two models can be
+            compared on the same prompts.
+        deterministic: greedy decoding instead of sampling.
+        **env_kwargs: options of ``LLMCompletion-v0`` (``max_new_tokens``, ``reward_model``...).
+
+    Returns:
+        ``score`` (mean RM score), ``distinct`` (mean distinct-token ratio per
+        completion: 1.0 no repeats, near 0 one repeated token), ``length``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from llm_gym.agents import TokenPPO
+        >>> env = gym.make("LLMCompletion-v0", max_new_tokens=4)
+        >>> model = TokenPPO("CausalLMPolicy", env, n_envs=2, n_steps=4)
+        >>> sorted(evaluate_completions(model, n_episodes=4, max_new_tokens=4))
+        ['distinct', 'length', 'score']
+    """
+    venv = GymnasiumVecEnv(gym.make_vec("LLMCompletion-v0", num_envs=n_episodes, **env_kwargs))
+    expected = getattr(model, "observation_space", venv.observation_space)
+    if expected != venv.observation_space:
+        raise ValueError(
+            f"the evaluation env gives observations {venv.observation_space} but the model expects "
+            f"{expected}; pass the model's max_prompt_tokens / max_new_tokens as env_kwargs"
+        )
+    venv.seed(seed)
+    obs = venv.reset()
+    finished: list[dict[str, Any] | None] = [None] * n_episodes
+    while any(info is None for info in finished):
+        actions, _ = model.predict(obs, deterministic=deterministic)
+        obs, _, dones, infos = venv.step(actions)
+        for i in np.flatnonzero(dones):
+            if finished[i] is None:
+                finished[i] = infos[i]
+    venv.close()
+    completions = [info["completion_ids"] for info in finished]  # type: ignore[index]
+    return {
+        "score": float(np.mean([info["score"] for info in finished])),  # type: ignore[index]
+        "distinct": float(np.mean([len(set(c)) / len(c) for c in completions])),
+        "length": float(np.mean([len(c) for c in completions])),
+    }

@@ -1,0 +1,117 @@
+"""An SB3 ``VecEnv`` over a Gymnasium ``VectorEnv`` (such as ``gym.make_vec("LLMCompletion-v0")``).
+
+Holds :class:`GymnasiumVecEnv`. stable-baselines3 does not accept Gymnasium
+vector environments: it resets finished sub-environments in the same step,
+returns a list of info dicts and puts the last observation in
+``info["terminal_observation"]``. The native LLMCompletion vector env scores every
+episode ending in a step with one batched reward-model forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+
+__all__ = ["GymnasiumVecEnv"]
+
+
+class GymnasiumVecEnv(VecEnv):
+    """Present a Gymnasium ``VectorEnv`` with ``NEXT_STEP`` autoreset as an SB3 ``VecEnv``.
+
+    Sub-environments that end are reset at once through ``reset(options={"reset_mask": ...})``,
+    so the vector env must support a reset mask (``LLMCompletionVectorEnv`` does).
+
+    Args:
+        env: the Gymnasium vector environment.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> venv = GymnasiumVecEnv(gym.make_vec("LLMCompletion-v0", num_envs=2, max_new_tokens=2))
+        >>> obs = venv.reset()
+        >>> obs, rewards, dones, infos = venv.step(np.array([5, 6]))
+        >>> obs, rewards, dones, infos = venv.step(np.array([5, 6]))
+        >>> bool(dones.all()), "terminal_observation" in infos[0]
+        (True, True)
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        if mode != AutoresetMode.NEXT_STEP:
+            raise ValueError(f"expected a vector env with AutoresetMode.NEXT_STEP, got {mode}")
+        self.env = env
+        super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
+        self._actions: np.ndarray | None = None
+        self._seed: int | None = None
+
+    def reset(self) -> Any:
+        obs, infos = self.env.reset(seed=self._seed)
+        self._seed = None
+        self.reset_infos = self._info_list(infos)
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, terminated, truncated, infos = self.env.step(self._actions)
+        dones = np.logical_or(terminated, truncated)
+        info_list = self._info_list(infos)
+        if dones.any():
+            for i in np.flatnonzero(dones):
+                info_list[i]["terminal_observation"] = {k: v[i] for k, v in obs.items()}
+                info_list[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            obs, _ = self.env.reset(options={"reset_mask": dones})
+        return obs, np.asarray(rewards, dtype=np.float32), dones, info_list
+
+    def _info_list(self, infos: dict[str, Any]) -> list[dict[str, Any]]:
+        info_list: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for key, values in infos.items():
+            if key.startswith("_"):
+                continue
+            present = infos.get(f"_{key}", np.ones(self.num_envs, dtype=bool))
+            for i in np.flatnonzero(present):
+                info_list[i][key] = values[i]
+        return info_list
+
+    def close(self) -> None:
+        self.env.close()
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        self._seed = seed
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def _targets(self, indices: VecEnvIndices) -> list[Any]:
+        envs = getattr(self.env, "envs", None)
+        if envs is None:
+            raise AttributeError(f"{type(self.env).__name__} does not expose its sub-environments")
+        return [envs[i] for i in self._get_indices(indices)]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [env.get_wrapper_attr(attr_name) for env in self._targets(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        for env in self._targets(indices):
+            setattr(env, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        return [
+            getattr(env, method_name)(*method_args, **method_kwargs)
+            for env in self._targets(indices)
+        ]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
