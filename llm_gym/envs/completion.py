@@ -28,8 +28,8 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
 
     Args:
         task: preset of :data:`llm_gym.envs.TASK_PRESETS` (``"default"``: the
-            embedded world's credit-limited task, 32 new tokens; ``"paper"``: 8-16
-            new tokens) that fills the options left as ``None``.
+            embedded world's credit-limited task, exactly 32 new tokens; ``"paper"``:
+            8-16 new tokens) that fills the options left as ``None``.
         prompts: list of prompt strings, or the name of a bundled prompt set.
         tokenizer: tokenizer object, hub id or folder (default: the embedded world's).
         reward_model: a :class:`~llm_gym.rewards.RewardModel`, a bundled RM name
@@ -41,7 +41,8 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
             ``max_new_tokens``.
         max_new_tokens: the horizon: an int, or a ``(min, max)`` range sampled
             uniformly per episode (as in the ABC paper).
-        min_new_tokens: EOS before this many tokens does not end the episode.
+        min_new_tokens: EOS before this many tokens does not end the episode
+            (default: the task preset's, else 0; the ``"default"`` task keeps all 32).
         eos_ends_episode: whether emitting EOS terminates the episode.
         truncate_prompts: keep the last ``max_prompt_tokens`` tokens of longer
             prompts instead of raising.
@@ -78,7 +79,7 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         reward_model_kwargs: dict[str, Any] | None = None,
         max_prompt_tokens: int | None = None,
         max_new_tokens: int | tuple[int, int] | None = None,
-        min_new_tokens: int = 0,
+        min_new_tokens: int | None = None,
         eos_ends_episode: bool = True,
         truncate_prompts: bool = False,
         device: str = "auto",

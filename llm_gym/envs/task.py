@@ -22,10 +22,21 @@ __all__ = ["TASK_PRESETS", "CompletionTask", "make_task"]
 
 #: Named presets of the embedded world: prompt set and completion lengths.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
-    # credit-limited: long completions whose score hangs on a few rare words
-    "default": {"prompts": "reviews", "max_prompt_tokens": 8, "max_new_tokens": 32},
+    # credit-limited: 32-token completions whose score hangs on a few rare words; EOS
+    # does not end them early (else a KL-penalised policy learns to stop talking)
+    "default": {
+        "prompts": "reviews",
+        "max_prompt_tokens": 8,
+        "max_new_tokens": 32,
+        "min_new_tokens": 32,
+    },
     # the ABC paper's IMDb setting: 2-8 prompt tokens, 8-16 new tokens
-    "paper": {"prompts": "reviews", "max_prompt_tokens": 8, "max_new_tokens": (8, 16)},
+    "paper": {
+        "prompts": "reviews",
+        "max_prompt_tokens": 8,
+        "max_new_tokens": (8, 16),
+        "min_new_tokens": 8,
+    },
 }
 
 
@@ -137,7 +148,7 @@ def make_task(
     reward_model_kwargs: dict[str, Any] | None = None,
     max_prompt_tokens: int | None = None,
     max_new_tokens: int | tuple[int, int] | None = None,
-    min_new_tokens: int = 0,
+    min_new_tokens: int | None = None,
     eos_ends_episode: bool = True,
     truncate_prompts: bool = False,
     device: str = "auto",
@@ -160,6 +171,9 @@ def make_task(
         max_prompt_tokens if max_prompt_tokens is not None else preset.get("max_prompt_tokens")
     )
     max_new_tokens = max_new_tokens if max_new_tokens is not None else preset.get("max_new_tokens")
+    if min_new_tokens is None:
+        # the preset's minimum only goes with the preset's lengths
+        min_new_tokens = preset.get("min_new_tokens", 0) if max_new_tokens == preset.get("max_new_tokens") else 0
     for name, value in (
         ("prompts", prompts),
         ("max_prompt_tokens", max_prompt_tokens),

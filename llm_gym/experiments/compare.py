@@ -86,7 +86,10 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
 
     options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model}
     if preset.max_new_tokens is not None:
+        # completions run their full sampled length, as in the presets
         options["max_new_tokens"] = preset.max_new_tokens
+        low = preset.max_new_tokens if isinstance(preset.max_new_tokens, int) else preset.max_new_tokens[0]
+        options["min_new_tokens"] = low
     options.update(preset.env_kwargs)
     env = gym.make("LLMCompletion-v0", **options)
     wrappers: dict[str, Callable[[gym.Env], gym.Env]] = {
