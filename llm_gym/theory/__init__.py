@@ -18,7 +18,12 @@ Example:
     (True, 0.0)
 """
 
-from llm_gym.theory.invariance import InvarianceReport, StateChange, is_policy_invariant
+from llm_gym.theory.invariance import (
+    InvarianceReport,
+    StateChange,
+    compare_solutions,
+    is_policy_invariant,
+)
 from llm_gym.theory.solver import Policy, Solution, solve
 from llm_gym.theory.tree import MAX_SEQUENCES, TokenTree, enumerate_tree
 
@@ -29,6 +34,7 @@ __all__ = [
     "Solution",
     "StateChange",
     "TokenTree",
+    "compare_solutions",
     "enumerate_tree",
     "is_policy_invariant",
     "solve",

@@ -1,6 +1,7 @@
 """Does a reward wrapper keep the optimal policy? Checked by solving both trees exactly.
 
-Holds :func:`is_policy_invariant` and the :class:`InvarianceReport` it returns.
+Holds :func:`is_policy_invariant`, :func:`compare_solutions` and the
+:class:`InvarianceReport` they return.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from llm_gym.theory.solver import Solution, solve
 from llm_gym.theory.tree import enumerate_tree
 
-__all__ = ["InvarianceReport", "StateChange", "is_policy_invariant"]
+__all__ = ["InvarianceReport", "StateChange", "compare_solutions", "is_policy_invariant"]
 
 _MISSING = object()
 
@@ -122,6 +123,28 @@ def is_policy_invariant(
     finally:
         if request is not _MISSING:
             env.unwrapped.attention_request = request
+    return compare_solutions(base, wrapped)
+
+
+def compare_solutions(base: Solution, wrapped: Solution) -> InvarianceReport:
+    """The report of :func:`is_policy_invariant` for two solutions of the same tree.
+
+    Enumerating is the slow part (one reward-model call per sequence); enumerate
+    each tree once and solve it for several discounts, then compare here.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym.theory import enumerate_tree, solve
+        >>> tree = enumerate_tree(gym.make("TokenTree-v0", n_tokens=2, horizon=2,
+        ...                                reward=lambda ids: float(ids[0])))
+        >>> compare_solutions(solve(tree, 0.5), solve(tree, 1.0)).invariant
+        True
+    """
+    if base.tree.actions.shape != wrapped.tree.actions.shape:
+        raise ValueError(
+            f"the trees differ: {base.tree.actions.shape} vs {wrapped.tree.actions.shape} "
+            "(sequences, horizon); expected solutions of the same token tree"
+        )
     optimal_prefixes = {
         seq[:t] for seq in base.optimal_sequences() for t in range(base.tree.horizon)
     }
