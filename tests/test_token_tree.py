@@ -44,7 +44,9 @@ def test_ids_observation_matches_llm_completion_layout():
 
 
 def test_onehot_observation_marks_each_written_position():
-    env = TokenTreeEnv(n_tokens=3, horizon=2, reward=total, prompts=[[3], [0, 1]], observation="onehot")
+    env = TokenTreeEnv(
+        n_tokens=3, horizon=2, reward=total, prompts=[[3], [0, 1]], observation="onehot"
+    )
     obs, _ = env.reset(seed=0, options={"prompt": [0, 1]})
     assert obs.tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
     obs, *_ = env.step(2)
