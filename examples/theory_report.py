@@ -188,6 +188,7 @@ def main() -> None:
         n_tokens=N_TOKENS,
         horizon=HORIZON,
         trees=args.trees,
+        trees_minus_one=args.trees - 1,
         shaping="\n".join(shaping),
         credit="\n".join(credit),
         credit_examples="\n".join(credit_examples) or "(none)",
