@@ -1,6 +1,6 @@
 """llm-gym: reinforcement learning on language models as a Gymnasium problem.
 
-Importing the package registers ``LLMCompletion-v0``.
+Importing the package registers ``LLMCompletion-v0`` and ``TokenTree-v0``.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -13,5 +13,7 @@ if "LLMCompletion-v0" not in registry:
         entry_point="llm_gym.envs.completion:LLMCompletionEnv",
         vector_entry_point="llm_gym.envs.completion_vector:LLMCompletionVectorEnv",
     )
+if "TokenTree-v0" not in registry:
+    register(id="TokenTree-v0", entry_point="llm_gym.envs.token_tree:TokenTreeEnv")
 
 __all__ = ["__version__"]

@@ -1,0 +1,170 @@
+"""The exact token-tree solver and the shaping-invariance claims, checked by computation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from llm_gym.envs import TokenTreeEnv
+from llm_gym.envs.token_tree_models import tiny_causal_lm
+from llm_gym.theory import (
+    compare_solutions,
+    enumerate_tree,
+    is_policy_invariant,
+    solve,
+)
+from llm_gym.wrappers import (
+    AttentionCredit,
+    GeneratorAttentionCredit,
+    PotentialShaping,
+    UniformCredit,
+)
+
+
+def table_reward(n_tokens: int, horizon: int, seed: int):
+    """A random reward per full sequence (no ties with probability 1)."""
+    values = np.random.default_rng(seed).normal(size=n_tokens**horizon)
+    weights = n_tokens ** np.arange(horizon - 1, -1, -1)
+    return lambda ids: float(values[int(ids @ weights)])
+
+
+def random_potential(seed: int):
+    """A random function of the prefix (prompt and completion so far), fixed per prefix."""
+    rng, table = np.random.default_rng(seed), {}
+
+    def phi(prompt: np.ndarray, prefix: np.ndarray) -> float:
+        key = (tuple(prompt.tolist()), tuple(prefix.tolist()))
+        if key not in table:
+            table[key] = float(rng.normal(scale=3.0))
+        return table[key]
+
+    return phi
+
+
+def test_solve_known_tree_with_ties():
+    env = TokenTreeEnv(3, 2, reward=lambda ids: float(ids[1] == 1))
+    solution = solve(env)
+    assert solution.value == 1.0
+    assert solution.optimal_actions() == (0, 1, 2)
+    assert solution.optimal_actions((2,)) == (1,)
+    assert solution.optimal_sequences() == [(0, 1), (1, 1), (2, 1)]
+    assert solution.q_values((0,)).tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.7])
+def test_bellman_equations_hold_for_prefix_rewards(gamma):
+    env = PotentialShaping(
+        TokenTreeEnv(3, 3, reward=table_reward(3, 3, 0)), random_potential(1), gamma
+    )
+    solution = solve(env, gamma)
+    tree = solution.tree
+    for t in range(tree.horizon - 1):
+        for index in range(3**t):
+            prefix = tree.prefix(t, index)
+            for action in range(3):
+                child = prefix + (action,)
+                row = tree.index(child) * 3 ** (tree.horizon - t - 1)
+                expected = tree.stream[row, t] + gamma * solution.v[t + 1][tree.index(child)]
+                assert np.isclose(solution.q_values(prefix)[action], expected, atol=1e-12)
+
+
+def test_policy_values():
+    env = TokenTreeEnv(2, 3, reward=table_reward(2, 3, 3))
+    solution = solve(env, gamma=0.9)
+    uniform = solution.policy_value(lambda prefix: [0.5, 0.5])
+    assert np.isclose(uniform, solution.returns[:, 0].mean())
+    assert np.isclose(solution.policy_value(solution.greedy_policy()), solution.value)
+    v, q = solution.evaluate(solution.greedy_policy())
+    assert all(np.allclose(a, b) for a, b in zip(v, solution.v, strict=True))
+    with pytest.raises(ValueError, match="expected \\(2, 2\\) rows of non-negative numbers"):
+        solution.policy_value([np.array([[1.0, 0.0]]), np.ones((3, 2)), np.ones((4, 2))])
+
+
+def test_refuses_big_trees_and_wandering_prompts():
+    env = TokenTreeEnv(8, 8, reward=lambda ids: 0.0)
+    with pytest.raises(ValueError, match="8\\*\\*8 = 16777216 full sequences; .* at most"):
+        enumerate_tree(env)
+    env = TokenTreeEnv(2, 2, reward=lambda ids: 0.0, prompts=[[0], [1], [2]])
+    env.reset(seed=0)
+    with pytest.raises(gym.error.Error, match="pass prompt=..."):
+        enumerate_tree(env)
+    assert enumerate_tree(env, prompt=[1]).prompt_ids == (1,)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9, 0.5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_potential_shaping_keeps_optimal_policy_and_shifts_q_by_phi(gamma, seed):
+    env = TokenTreeEnv(3, 3, reward=table_reward(3, 3, seed))
+    phi = random_potential(seed + 10)
+    report = is_policy_invariant(env, lambda e: PotentialShaping(e, phi, gamma), gamma)
+    assert report.invariant and report.sequences_kept, report.summary()
+    base, shaped = report.base, report.wrapped
+    prompt = np.array([3])
+    for t in range(3):
+        for index in range(3**t):
+            prefix = base.tree.prefix(t, index)
+            potential = phi(prompt, np.array(prefix, dtype=np.int64))
+            assert np.allclose(
+                shaped.q_values(prefix), base.q_values(prefix) - potential, atol=1e-12
+            )
+    assert report.return_offset_spread < 1e-12
+
+
+@pytest.fixture(scope="module")
+def transformer_env():
+    return TokenTreeEnv(3, 3, reward_seed=2)
+
+
+@pytest.fixture(scope="module")
+def redistributions():
+    lm = tiny_causal_lm(3, 3, seed=0)
+    return {
+        "abc": lambda e: AttentionCredit(e, beta=0.8),
+        "uniform": UniformCredit,
+        "abc-d": lambda e: GeneratorAttentionCredit(e, model=lm, beta=0.8, device="cpu"),
+    }
+
+
+@pytest.mark.parametrize("name", ["abc", "uniform", "abc-d"])
+def test_redistribution_keeps_every_return_at_gamma_one(transformer_env, redistributions, name):
+    report = is_policy_invariant(transformer_env, redistributions[name], gamma=1.0)
+    assert np.allclose(report.wrapped.returns[:, 0], report.base.returns[:, 0], atol=1e-12)
+    assert report.sequences_kept
+    # the stream a stock learner sees is the sparse one: nothing changes at all
+    stream = is_policy_invariant(transformer_env, redistributions[name], 0.9, view="stream")
+    assert stream.invariant and stream.return_offset_spread == 0.0
+
+
+def test_uniform_credit_keeps_every_states_optimal_actions(transformer_env):
+    # G_t = R (H - t) / H is increasing in R for every t, so argmax is unchanged everywhere
+    for gamma in (1.0, 0.9):
+        assert is_policy_invariant(transformer_env, UniformCredit, gamma).invariant
+
+
+def test_abc_return_to_go_is_time_inconsistent():
+    # The credit given to past tokens depends on the continuation, so maximising the
+    # return still to come can prefer another continuation than maximising R: found
+    # by the solver on this seeded tree, at states off the optimal path.
+    env = TokenTreeEnv(3, 4, reward_seed=1)
+    base = solve(enumerate_tree(env))
+    wrapped = solve(enumerate_tree(AttentionCredit(env, beta=0.8)), view="token_rewards")
+    report = compare_solutions(base, wrapped)
+    assert report.sequences_kept and not report.invariant
+    assert not any(change.on_optimal_path for change in report.changes)
+
+
+def test_token_bonus_is_not_policy_invariant():
+    env = TokenTreeEnv(3, 3, reward=table_reward(3, 3, 4))
+    base = solve(env)
+    worst_first = int(np.argmin(base.q_values()))
+
+    class TokenBonus(gym.Wrapper):
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return obs, reward + 10.0 * (action == worst_first), terminated, truncated, info
+
+    report = is_policy_invariant(env, TokenBonus, gamma=1.0, view="stream")
+    assert not report.invariant and not report.sequences_kept
+    assert report.changes[0].prefix == () and report.changes[0].wrapped_actions == (worst_first,)
+    assert "NOT invariant" in report.summary()
