@@ -58,7 +58,7 @@ def _compare(args: argparse.Namespace) -> None:
     """Train TokenPPO per reward scheme and seed; write curves, plot and summary."""
     from dataclasses import replace
 
-    from llm_gym.experiments.compare import PRESETS, run_compare
+    from llm_gym.experiments.compare import PRESETS, run_compare, write_report
 
     preset = PRESETS["quick" if args.quick else args.preset]
     if args.quick and args.preset != "default":
@@ -77,7 +77,26 @@ def _compare(args: argparse.Namespace) -> None:
         "n_envs": args.batch,
     }
     preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
-    print(run_compare(preset, args.out, smoothing=args.smoothing))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.summarise:
+        print(
+            write_report(
+                args.out, preset, args.summarise, args.smoothing, fidelity=not args.no_fidelity
+            )
+        )
+        print(f"wrote {args.out}/curves.csv, curves.png and summary.md")
+        return
+    summary = run_compare(
+        preset,
+        args.out,
+        smoothing=args.smoothing,
+        fidelity=not args.no_fidelity,
+        first_seed=args.first_seed,
+    )
+    print(summary)
     print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
 
 
@@ -127,6 +146,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
     compare.add_argument(
         "--smoothing", type=int, default=5, help="moving-average window for the table"
+    )
+    compare.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ..."
+    )
+    compare.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 lets two runs share 2 cores)"
+    )
+    compare.add_argument(
+        "--no-fidelity", action="store_true", help="skip the credit-fidelity table"
+    )
+    compare.add_argument(
+        "--summarise",
+        nargs="+",
+        default=None,
+        metavar="CSV",
+        help="train nothing: merge these curves.csv files (e.g. from runs split over seeds) and report",
     )
     compare.add_argument("--out", default="compare_out")
     compare.set_defaults(run=_compare)

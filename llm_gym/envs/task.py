@@ -173,7 +173,9 @@ def make_task(
     max_new_tokens = max_new_tokens if max_new_tokens is not None else preset.get("max_new_tokens")
     if min_new_tokens is None:
         # the preset's minimum only goes with the preset's lengths
-        min_new_tokens = preset.get("min_new_tokens", 0) if max_new_tokens == preset.get("max_new_tokens") else 0
+        min_new_tokens = (
+            preset.get("min_new_tokens", 0) if max_new_tokens == preset.get("max_new_tokens") else 0
+        )
     for name, value in (
         ("prompts", prompts),
         ("max_prompt_tokens", max_prompt_tokens),

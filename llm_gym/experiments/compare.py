@@ -55,6 +55,7 @@ class ComparePreset:
     kl_target: float | None = 6.0
     reward_model: str = "default"
     max_new_tokens: int | tuple[int, int] | None = None
+    fidelity_completions: int = 256
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,7 +89,11 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
     if preset.max_new_tokens is not None:
         # completions run their full sampled length, as in the presets
         options["max_new_tokens"] = preset.max_new_tokens
-        low = preset.max_new_tokens if isinstance(preset.max_new_tokens, int) else preset.max_new_tokens[0]
+        low = (
+            preset.max_new_tokens
+            if isinstance(preset.max_new_tokens, int)
+            else preset.max_new_tokens[0]
+        )
         options["min_new_tokens"] = low
     options.update(preset.env_kwargs)
     env = gym.make("LLMCompletion-v0", **options)
@@ -253,6 +258,7 @@ def run_compare(
     progress: bool = True,
     smoothing: int = 5,
     fidelity: bool = True,
+    first_seed: int = 0,
 ) -> str:
     """Train every (method, seed), write the outputs, and return the summary markdown."""
     from tqdm.auto import tqdm
@@ -266,30 +272,58 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    runs = [(m, s) for s in range(preset.seeds) for m in preset.methods]
+    seeds = range(first_seed, first_seed + preset.seeds)
+    runs = [(m, s) for s in seeds for m in preset.methods]
     for method, seed in tqdm(runs, desc="compare", disable=not progress, unit="run"):
         rows += run_one(method, seed, preset, out)
         write_long_csv(out / "curves.csv", rows)
-    plot_curves(out / "curves.csv", out / "curves.png", smoothing)
-    threshold, summaries = summarise(load_curves(out / "curves.csv"), smoothing=smoothing)
+    minutes = (time.perf_counter() - started) / 60
+    return write_report(out, preset, [out / "curves.csv"], smoothing, fidelity, minutes)
+
+
+def write_report(
+    out_dir: str | Path,
+    preset: ComparePreset,
+    csv_paths: Sequence[str | Path],
+    smoothing: int = 5,
+    fidelity: bool = True,
+    minutes: float | None = None,
+) -> str:
+    """Merge ``csv_paths`` into ``out_dir``/curves.csv; write curves.png and summary.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for path in csv_paths:
+        with open(path, newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    merged = out / "curves.csv"
+    if [Path(p).resolve() for p in csv_paths] != [merged.resolve()]:
+        write_long_csv(merged, rows)
+    plot_curves(merged, out / "curves.png", smoothing)
+    threshold, summaries = summarise(load_curves(merged), smoothing=smoothing)
     parts = [
         "# llm-gym compare",
         "",
         f"Preset: `{json.dumps(asdict(preset), default=str)}`",
-        f"Wall time: {(time.perf_counter() - started) / 60:.1f} min.",
+    ]
+    if minutes is not None:
+        parts.append(f"Wall time: {minutes:.1f} min.")
+    parts += [
         "",
         f"Threshold: 90% of the sparse method's best seed-mean score (moving average of {smoothing}) "
-        f"= {threshold:.3f}. Per-seed columns read each seed's own curve; paired differences "
-        "compare each seed's mean score over the run with sparse on the same seed (± standard error).",
+        f"= {threshold:.3f}. Per-seed columns read each seed's own curve (unreached seeds count as "
+        "the run length); paired differences compare each seed's mean score over the run with "
+        "sparse on the same seed (± standard error).",
         "",
         markdown_table(summaries),
     ]
     if fidelity:
+        methods = sorted({row["method"] for row in rows})
         parts += [
             "",
             "## Credit fidelity of the credit maps used (initial policy's completions)",
             "",
-            credit_fidelity_table(preset, preset.methods),
+            credit_fidelity_table(preset, methods, n=preset.fidelity_completions),
         ]
     summary = "\n".join(parts) + "\n"
     (out / "summary.md").write_text(summary)
