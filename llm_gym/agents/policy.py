@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from llm_gym import assets
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
+from llm_gym.rewards.loading import load_pretrained
 
 __all__ = ["CRITICS", "CausalLMCore", "CausalLMPolicy", "load_causal_lm"]
 
@@ -30,7 +31,7 @@ CRITICS = ("detached", "shared")
 def load_causal_lm(model: str | None, trust_remote_code: bool = False) -> nn.Module:
     """A causal LM by hub id or folder (``None``: the embedded world's tiny LM), in eval mode."""
     path = str(assets.LM_DIR) if model is None else model
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+    return load_pretrained(AutoModelForCausalLM, path, trust_remote_code=trust_remote_code).eval()
 
 
 class CausalLMCore:

@@ -204,13 +204,8 @@ def credit_fidelity_table(
             for p, c in zip(b.prompt_ids, b.completion_ids)
         ]
     rm = task.reward_model if isinstance(task.reward_model, HFRewardModel) else None
-    reports = credit_fidelity(
-        batch,
-        relevance_of_batch := [assets.token_relevance(c) for c in completions],
-        maps,
-        reward_model=rm,
-    )
-    del relevance_of_batch
+    relevance = [assets.token_relevance(c) for c in completions]
+    reports = credit_fidelity(batch, relevance, reward_model=rm, credit_maps=maps)
     lines = [
         "| credit map | mass ratio | top-1 on relevant (chance) | Spearman | completions |",
         "|---|---|---|---|---|",

@@ -22,9 +22,10 @@ class FunctionRewardModel(RewardModel):
     Example:
         >>> import numpy as np
         >>> from transformers import PreTrainedTokenizerFast
+        >>> from llm_gym import assets
         >>> from llm_gym.rewards import CompletionBatch
         >>> rm = FunctionRewardModel(lambda text: text.count("good"), on="completion")
-        >>> tok = PreTrainedTokenizerFast.from_pretrained(llm_gym.assets.TOKENIZER_DIR)
+        >>> tok = PreTrainedTokenizerFast.from_pretrained(assets.TOKENIZER_DIR)
         >>> batch = CompletionBatch([np.array(tok.encode("the film"))],
         ...                         [np.array(tok.encode(" was good"))], tok)
         >>> rm(batch).scores
