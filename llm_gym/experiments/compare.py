@@ -65,7 +65,7 @@ PRESETS: dict[str, ComparePreset] = {
     # the ABC paper's IMDb setting: 2-8-token prompts, 8-16 new tokens, batch 16, beta 0.8
     "paper": ComparePreset(task="paper"),
     # at most ~10 minutes on 2 CPU cores, still showing the comparison
-    "quick": ComparePreset(methods=("oracle", "sparse", "abc", "uniform"), seeds=2, updates=30),
+    "quick": ComparePreset(methods=("oracle", "sparse", "abc", "uniform"), seeds=3, updates=40),
 }
 
 
