@@ -53,6 +53,10 @@ def test_every_method_builds_its_wrapper():
     }
     with pytest.raises(ValueError, match="unknown method 'dense'"):
         make_method_env("dense", preset)
+    first_layer = make_method_env("abc@0", ComparePreset(reward_model="deep", max_new_tokens=3))
+    assert first_layer.unwrapped.attention_request.layers == (0,)
+    with pytest.raises(ValueError, match=r"expected abc@<layer>"):
+        make_method_env("abc@first", preset)
 
 
 def test_summarise_merges_csvs_without_training(tmp_path, capsys):

@@ -31,8 +31,38 @@ from llm_gym.experiments.summary import load_curves, markdown_table, summarise, 
 
 __all__ = ["METHODS", "PRESETS", "ComparePreset", "make_method_env", "run_compare"]
 
-#: reward schemes: oracle = credit in proportion to the world's known per-token relevance
+#: reward schemes: oracle = credit in proportion to the world's known per-token relevance;
+#: ``abc@L`` (e.g. ``abc@0``, ``abc@0,1``) is ABC reading the RM's layer(s) L instead of
+#: the preset's ``abc_layers``, so several credit maps of one RM compare in one run
 METHODS = ("oracle", "sparse", "abc", "uniform", "abcd", "pbrs")
+
+
+def abc_layers_of(method: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The layers an ``abc`` / ``abc@L`` method reads."""
+    _, _, layers = method.partition("@")
+    if not layers:
+        return default
+    try:
+        return tuple(int(v) for v in layers.split(","))
+    except ValueError as err:
+        raise ValueError(
+            f"method {method!r}: expected abc@<layer>[,<layer>...], e.g. abc@0"
+        ) from err
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    unknown = [
+        m
+        for m in methods
+        if m.partition("@")[0] not in METHODS or (m.partition("@")[2] and not m.startswith("abc@"))
+    ]
+    if unknown:
+        raise ValueError(
+            f"unknown methods {unknown}; expected names from {list(METHODS)} or abc@<layers>"
+        )
+    for method in methods:
+        if method.startswith("abc@"):
+            abc_layers_of(method, ())
 
 
 @dataclass(frozen=True)
@@ -105,8 +135,14 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
         "abcd": lambda e: GeneratorAttentionCredit(e, str(assets.LM_DIR), beta=preset.beta),
         "pbrs": lambda e: PotentialShaping(e, "reward_model"),
     }
+    if method.startswith("abc@"):
+        return AttentionCredit(
+            env, beta=preset.beta, layers=abc_layers_of(method, preset.abc_layers)
+        )
     if method not in wrappers:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(wrappers)}")
+        raise ValueError(
+            f"unknown method {method!r}; expected one of {list(wrappers)} or abc@<layers>"
+        )
     return wrappers[method](env)
 
 
@@ -194,8 +230,10 @@ def credit_fidelity_table(
     maps: dict[str, Any] = {}
     if "uniform" in methods:
         maps["uniform"] = "uniform"
-    if "abc" in methods:
-        maps[f"abc (layers {preset.abc_layers})"] = AttentionRequest(preset.abc_layers)
+    for method in methods:
+        if method == "abc" or method.startswith("abc@"):
+            layers = abc_layers_of(method, preset.abc_layers)
+            maps[f"{method} (layers {layers})"] = AttentionRequest(layers)
     if "abcd" in methods:
         maps["abcd (generator attention)"] = GeneratorAttention(str(assets.LM_DIR), device="cpu")
     if "oracle" in methods:
@@ -258,9 +296,7 @@ def run_compare(
     """Train every (method, seed), write the outputs, and return the summary markdown."""
     from tqdm.auto import tqdm
 
-    unknown = [m for m in preset.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected names from {list(METHODS)}")
+    check_methods(preset.methods)
     if "sparse" not in preset.methods:
         preset = replace(preset, methods=("sparse", *preset.methods))  # the baseline
     out = Path(out_dir)
