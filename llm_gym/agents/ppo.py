@@ -122,15 +122,28 @@ class _KLPenaltyCallback(TokenRewardCallback):
     """TokenRewardCallback that also charges ``kl_coef * (log pi - log pi_ref)`` per token.
 
     The reference log-probs of a rollout's steps are computed once the rollout is
-    collected, from the stored observations in one batched forward, and the
+    collected, from the stored observations in one batched forward (or read from
+    the reference decoder the policy already ran, see ``reference_per_step``), and the
     penalty is subtracted from the stored rewards before advantages are computed
     (:meth:`TokenCreditMixin.collect_rollouts` calls :meth:`before_returns`).
     """
 
     def step_penalties(self) -> np.ndarray | None:
-        entropy = getattr(self.model.policy, "last_entropy", None)
+        model: TokenPPO = self.model  # type: ignore[assignment]
+        entropy = getattr(model.policy, "last_entropy", None)
         if entropy is not None:
             self._entropies.append(float(entropy.mean()))
+        if model.ref_lm is not None and model.reference_per_step:
+            # the policy already ran the reference on these windows: its decoder has them
+            obs = self.locals["obs_tensor"]
+            hidden = model.ref_decoder(
+                obs["input_ids"].round().long(), obs["attention_mask"].round().long()
+            )
+            actions = torch.as_tensor(self.locals["actions"], device=model.device).long()
+            with torch.no_grad():
+                logits = model.ref_lm.get_output_embeddings()(hidden).float()
+                log_probs = torch.log_softmax(logits, -1)
+                self._ref_steps.append(log_probs.gather(1, actions.reshape(-1, 1)).squeeze(1))
         return None
 
     def before_returns(self) -> None:
@@ -142,12 +155,15 @@ class _KLPenaltyCallback(TokenRewardCallback):
         buffer = model.rollout_buffer
         obs = buffer.observations
         device = model.device
-        ref_log_prob = reference_log_probs(
-            model.ref_lm,
-            torch.as_tensor(obs["input_ids"], device=device).round(),
-            torch.as_tensor(obs["attention_mask"], device=device).round(),
-            torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2]), device=device),
-        )
+        if len(self._ref_steps) == buffer.buffer_size:
+            ref_log_prob = torch.stack(self._ref_steps)
+        else:
+            ref_log_prob = reference_log_probs(
+                model.ref_lm,
+                torch.as_tensor(obs["input_ids"], device=device).round(),
+                torch.as_tensor(obs["attention_mask"], device=device).round(),
+                torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2]), device=device),
+            )
         log_prob = torch.as_tensor(buffer.log_probs, device=device)
         self._kl = (log_prob - ref_log_prob).cpu().numpy().astype(np.float64)
         self.apply_rollout_penalties(model.kl.coef * self._kl)
@@ -161,6 +177,7 @@ class _KLPenaltyCallback(TokenRewardCallback):
         super()._on_rollout_start()
         self._kl: np.ndarray | None = None
         self._entropies: list[float] = []
+        self._ref_steps: list[torch.Tensor] = []
 
     def _on_rollout_end(self) -> None:
         super()._on_rollout_end()
@@ -183,6 +200,10 @@ class TokenCreditMixin:
 
     policy: Any
     device: torch.device
+    #: the policy runs the reference LM on every rollout step anyway (TokenMaskablePPO's
+    #: masks): read the KL's reference log-probs from its decoder instead of one batched
+    #: forward per rollout
+    reference_per_step = False
 
     def _init_token_credit(
         self,
