@@ -92,12 +92,12 @@ def episode_window_hidden(
 ) -> torch.Tensor:
     """Last-position hidden states of a rollout's windows, ``(steps, envs, window)`` -> ``(steps, envs, width)``.
 
-    The windows of one environment column are consecutive steps of its episodes;
-    each window that is the start of a longer window of its column is read from
-    that window's forward (as in :func:`shared_prefix_hidden`, but matching only
-    within a column, so the comparison costs ``envs x steps^2 x window``). All
-    columns' remaining windows, about one per episode, go through the trunk
-    together in forwards of at most ``chunk`` windows.
+    The windows of one environment column are consecutive steps of its episodes. A
+    window whose successor is itself shifted left by one token with one token
+    appended (dropping only padding) is read from the successor's forward at the
+    position before, and so on along the chain: causal attention makes it the same
+    hidden state. Only the last window of each chain, about one per episode, goes
+    through the trunk, all columns together in forwards of at most ``chunk`` windows.
 
     Example:
         >>> import torch
@@ -113,20 +113,20 @@ def episode_window_hidden(
         True
     """
     steps, envs, length = ids.shape
-    columns_ids, columns_mask = ids.transpose(0, 1), mask.transpose(0, 1)  # (envs, steps, window)
-    group = max(1, _MAX_PAIR_ELEMENTS // max(steps * steps * length, 1))
-    roots_, shifts = [], []
-    for start in range(0, envs, group):  # columns in groups: bounded pairwise comparison
-        root, shift = _column_prefix_roots(
-            columns_ids[start : start + group], columns_mask[start : start + group]
-        )
-        offsets = torch.arange(start, start + len(root), device=ids.device)[:, None] * steps
-        roots_.append((root + offsets).reshape(-1))
-        shifts.append(shift.reshape(-1))
-    row, shift = torch.cat(roots_), torch.cat(shifts)  # per env-major window: its root, shift
-    roots, slot = torch.unique(row, return_inverse=True)
-    flat_ids = columns_ids.reshape(envs * steps, length)[roots]
-    flat_mask = columns_mask.reshape(envs * steps, length)[roots]
+    step = torch.arange(steps, device=ids.device)[:, None].expand(steps, envs)
+    # continues[s]: window s + 1 is window s shifted by one token, no real token dropped
+    continues = (
+        (ids[1:, :, :-1] == ids[:-1, :, 1:]).all(-1)
+        & (mask[1:, :, :-1] == mask[:-1, :, 1:]).all(-1)
+        & (mask[1:, :, -1] == 1)
+        & (mask[:-1, :, 0] == 0)
+    )
+    last = torch.cat([~continues, continues.new_ones(1, envs)])  # the last window of a chain
+    end = torch.where(last, step, torch.full_like(step, steps)).flip(0).cummin(0).values.flip(0)
+    shift = (end - step).reshape(-1)  # (steps * envs,), step-major
+    root = (end * envs + torch.arange(envs, device=ids.device)).reshape(-1)
+    roots, slot = torch.unique(root, return_inverse=True)
+    flat_ids, flat_mask = ids.reshape(steps * envs, length)[roots], mask.reshape(-1, length)[roots]
     hidden = []
     for start in range(0, len(roots), chunk):
         part_ids, part_mask = flat_ids[start : start + chunk], flat_mask[start : start + chunk]
@@ -136,30 +136,12 @@ def episode_window_hidden(
             input_ids=part_ids[:, first:],
             attention_mask=part_mask[:, first:],
             position_ids=position_ids_from_mask(part_mask[:, first:]),
-        )
-        states = out.last_hidden_state.new_zeros(
-            len(part_ids), length, out.last_hidden_state.shape[-1]
-        )
-        states[:, first:] = out.last_hidden_state
+        ).last_hidden_state
+        states = out.new_zeros(len(part_ids), length, out.shape[-1])
+        states[:, first:] = out
         hidden.append(states)
-    states = torch.cat(hidden)[slot, length - 1 - shift]  # (envs * steps, width), env-major
-    return states.reshape(envs, steps, -1).transpose(0, 1)
-
-
-def _column_prefix_roots(
-    ids: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_prefix_roots` of each column of ``(columns, steps, window)`` windows at once."""
-    length = ids.shape[-1]
-    n = mask.sum(-1)  # (columns, steps)
-    shift = n[:, :, None] - n[:, None, :]  # [c, j, i]: how much longer window j is than i
-    positions = torch.arange(length, device=ids.device)
-    source = (positions - shift[..., None]).clamp(0, length - 1)  # (columns, j, i, window)
-    shifted = ids[:, :, None, :].expand_as(source).gather(3, source)  # ids_j[p - shift]
-    same = (shifted == ids[:, None, :, :]) | (mask[:, None, :, :] == 0)
-    contains = same.all(-1) & (shift >= 0)
-    root = torch.where(contains, n[:, :, None] + 1, torch.zeros_like(shift)).argmax(1)
-    return root, shift.gather(1, root[:, None, :]).squeeze(1)
+    states = torch.cat(hidden)[slot, length - 1 - shift]  # (steps * envs, width)
+    return states.reshape(steps, envs, -1)
 
 
 class IncrementalDecoder:
