@@ -7,7 +7,8 @@ All arms use the same LM, batch, prompt windows, completion length and sampling
 
 "TokenPPO collect" is the whole SB3 collection (env steps, rollout buffer, reward
 model), over the native vector env or SB3's DummyVecEnv, without the KL reference
-(kl_coef=0) and with it ("+ KL reference": a second incremental decoder).
+(kl_coef=0) and with it ("+ KL reference": the reference log-probs of the rollout
+in one batched forward, about one window per episode, before GAE).
 "IncrementalDecoder alone" is the cached decoding loop without SB3 or the env.
 """
 

@@ -132,3 +132,38 @@ def test_update_forward_shares_one_forward_per_episode_exactly():
         ]
     )
     torch.testing.assert_close(shared, separate, atol=1e-4, rtol=0)
+
+
+def test_incremental_decoder_equals_full_forward_when_windows_slide_and_rows_restart():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llm_gym.agents.decoding import IncrementalDecoder, position_ids_from_mask
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, bos_token_id=0)
+    config.eos_token_id = 0
+    lm = GPT2LMHeadModel(config).eval()
+    length, batch = 12, 6
+    decoder = IncrementalDecoder(lm.base_model)
+
+    def prompt() -> tuple[torch.Tensor, torch.Tensor]:
+        n = int(torch.randint(1, 5, ()))
+        ids, mask = torch.zeros(length, dtype=torch.long), torch.zeros(length, dtype=torch.long)
+        ids[-n:], mask[-n:] = torch.randint(1, 50, (n,)), 1
+        return ids, mask
+
+    rows = [prompt() for _ in range(batch)]
+    ids, mask = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+    for _ in range(40):  # long enough for windows to fill and then slide out real tokens
+        full = lm.base_model(
+            ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+        ).last_hidden_state[:, -1]
+        torch.testing.assert_close(decoder(ids, mask), full, atol=1e-5, rtol=0)
+        token = torch.randint(1, 50, (batch, 1))
+        ids, mask = (
+            torch.cat([ids[:, 1:], token], 1),
+            torch.cat([mask[:, 1:], mask[:, :1] * 0 + 1], 1),
+        )
+        for row in range(batch):
+            if torch.rand(()) < 0.15:  # a new episode in this row
+                ids[row], mask[row] = prompt()

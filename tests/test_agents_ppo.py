@@ -151,3 +151,72 @@ def test_attention_credit_wrapper_stack_feeds_dense_rewards():
     rewards = recorder.rewards[0]
     np.testing.assert_allclose(rewards.sum(0), recorder.scores, rtol=1e-4, atol=1e-5)
     assert np.count_nonzero(rewards) > 2
+
+
+class KLRecorder(BaseCallback):
+    """Per rollout: the penalty each stored transition got, and an independent per-step KL.
+
+    The independent KL reads every stored window through full forwards of the policy
+    LM (with its temperature) and of the reference LM, one step at a time, before the
+    update changes the weights.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rewards: list[np.ndarray] = []
+        self.penalties: list[np.ndarray] = []
+        self.expected: list[np.ndarray] = []
+
+    def _on_step(self) -> bool:
+        # runs after TokenPPO's callback: the environment's reward, before any KL penalty
+        self.rewards.append(self.locals["rewards"].astype(np.float64))
+        return True
+
+    @torch.no_grad()
+    def _on_rollout_end(self) -> None:
+        from llm_gym.agents.decoding import position_ids_from_mask
+
+        buffer, policy = self.model.rollout_buffer, self.model.policy
+        streamed = np.stack(self.rewards[-buffer.buffer_size :])
+        self.penalties.append(streamed - buffer.rewards)
+        expected = np.zeros_like(buffer.rewards, dtype=np.float64)
+        for t in range(buffer.buffer_size):
+            ids = torch.as_tensor(buffer.observations["input_ids"][t]).long()
+            mask = torch.as_tensor(buffer.observations["attention_mask"][t]).long()
+            actions = torch.as_tensor(buffer.actions[t, :, 0]).long()[:, None]
+            position_ids = position_ids_from_mask(mask)
+            log_probs = []
+            for lm, temperature in [(policy.lm, policy.temperature), (self.model.ref_lm, 1.0)]:
+                logits = lm(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+                log_p = torch.log_softmax(logits[:, -1].double() / temperature, -1)
+                log_probs.append(log_p.gather(1, actions).squeeze(1))
+            expected[t] = (self.model.kl.coef * (log_probs[0] - log_probs[1])).numpy()
+        self.expected.append(expected)
+
+
+def test_kl_penalty_per_transition_equals_a_per_step_full_forward_computation():
+    # episodes of up to 4 tokens (EOS may end them earlier) in rollouts of 6 steps:
+    # they span rollouts; the policy samples at temperature 0.8 and learns, so the KL to
+    # the (untempered, frozen) reference is not zero
+    env = make_env(max_new_tokens=4)
+    model = TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_steps=6,
+        batch_size=12,
+        n_epochs=1,
+        n_envs=2,
+        seed=0,
+        learning_rate=1e-3,
+        kl_coef=0.3,
+        kl_target=None,
+        policy_kwargs={"temperature": 0.8},
+    )
+    recorder = KLRecorder()
+    model.learn(6 * 2 * 3, callback=recorder)
+    assert len(recorder.penalties) == 3
+    for penalties, expected in zip(recorder.penalties, recorder.expected, strict=True):
+        np.testing.assert_allclose(penalties, expected, rtol=0, atol=1e-5)
+    assert np.abs(np.stack(recorder.expected)).max() > 1e-2
+    kl = model.token_callback.last_kl
+    np.testing.assert_allclose(0.3 * kl, recorder.expected[-1], rtol=0, atol=1e-5)

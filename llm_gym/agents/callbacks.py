@@ -23,6 +23,7 @@ class _Episode:
     positions: list[int | None] = field(default_factory=list)  # buffer row; None: an older rollout
     streamed: list[float] = field(default_factory=list)  # reward stored for the step so far
     penalties: list[float] = field(default_factory=list)  # per-step penalty (e.g. KL), kept as is
+    earlier_penalty: float = 0.0  # rollout penalties charged to its steps in earlier rollouts
 
 
 class TokenRewardCallback(BaseCallback):
@@ -66,6 +67,8 @@ class TokenRewardCallback(BaseCallback):
         self.reward_scale = float(reward_scale)
         self._episodes: list[_Episode] = []
         self._finished: list[dict[str, float]] = []
+        # per finished episode: (env, its first and last buffer rows, penalty of earlier rollouts)
+        self._spans: list[tuple[int, int, int, float]] = []
 
     # ------------------------------------------------------------ lifecycle
     def _init_callback(self) -> None:
@@ -87,6 +90,7 @@ class TokenRewardCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._finished = []
+        self._spans = []
         for episode in self._episodes:
             episode.positions = [None] * len(episode.positions)
 
@@ -116,8 +120,27 @@ class TokenRewardCallback(BaseCallback):
                         i, episode, np.asarray(token_rewards, np.float64) * self.reward_scale
                     )
                 self._finished.append(self._summary(episode, infos[i]))
+                inside = sum(p is not None for p in episode.positions)
+                self._spans.append((i, position - inside + 1, position, episode.earlier_penalty))
                 self._episodes[i] = _Episode()
         return True
+
+    def apply_rollout_penalties(self, penalties: np.ndarray) -> None:
+        """Subtract a whole rollout's per-step penalties (``(n_steps, n_envs)``) from its rewards.
+
+        For penalties known only once the rollout is collected (e.g. a KL penalty
+        computed in one batched forward). Call it after the last step is stored
+        and before advantages are computed; the episode summaries' ``penalty``
+        then include it (steps of an episode in earlier rollouts too).
+        """
+        buffer = self.model.rollout_buffer
+        buffer.rewards -= penalties.astype(buffer.rewards.dtype)
+        for summary, (i, first, last, earlier) in zip(self._finished, self._spans, strict=True):
+            summary["penalty"] += earlier + float(penalties[first : last + 1, i].sum())
+        for i, episode in enumerate(self._episodes):
+            inside = sum(p is not None for p in episode.positions)
+            if inside:
+                episode.earlier_penalty += float(penalties[len(penalties) - inside :, i].sum())
 
     def _apply(self, env_index: int, episode: _Episode, token_rewards: np.ndarray) -> None:
         buffer_rewards = self.model.rollout_buffer.rewards

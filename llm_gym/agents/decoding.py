@@ -2,8 +2,8 @@
 
 Holds :class:`IncrementalDecoder`, which turns the fixed-length observation
 windows of a token environment into one-token forwards: a row whose new window is
-its previous window shifted left by one token reuses the cached keys and values;
-any other row (a new episode, or anything unexpected) is re-encoded in full. The
+its previous window shifted left by one token (dropping only padding) reuses the
+cached keys and values; any other row (a new episode, or anything unexpected) is re-encoded in full. The
 result is therefore always exactly what a full forward over the window gives.
 """
 
@@ -15,7 +15,12 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-__all__ = ["IncrementalDecoder", "position_ids_from_mask", "shared_prefix_hidden"]
+__all__ = [
+    "IncrementalDecoder",
+    "episode_window_hidden",
+    "position_ids_from_mask",
+    "shared_prefix_hidden",
+]
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -78,6 +83,67 @@ def shared_prefix_hidden(trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor
     return out.last_hidden_state[slot, ids.shape[1] - 1 - shift]
 
 
+#: windows per trunk forward in episode_window_hidden (bounds its activation memory)
+_FORWARD_CHUNK = 256
+
+
+def episode_window_hidden(
+    trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, chunk: int = _FORWARD_CHUNK
+) -> torch.Tensor:
+    """Last-position hidden states of a rollout's windows, ``(steps, envs, window)`` -> ``(steps, envs, width)``.
+
+    The windows of one environment column are consecutive steps of its episodes. A
+    window whose successor is itself shifted left by one token with one token
+    appended (dropping only padding) is read from the successor's forward at the
+    position before, and so on along the chain: causal attention makes it the same
+    hidden state. Only the last window of each chain, about one per episode, goes
+    through the trunk, all columns together in forwards of at most ``chunk`` windows.
+
+    Example:
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> ids = torch.tensor([[[0, 0, 5], [0, 0, 4]], [[0, 5, 6], [0, 0, 3]]])  # (2 steps, 2 envs)
+        >>> mask = (ids > 0).long()
+        >>> flat_ids, flat_mask = ids.reshape(4, 3), mask.reshape(4, 3)
+        >>> full = lm.base_model(flat_ids, attention_mask=flat_mask,
+        ...     position_ids=position_ids_from_mask(flat_mask)).last_hidden_state[:, -1]
+        >>> hidden = episode_window_hidden(lm.base_model, ids, mask)
+        >>> torch.allclose(hidden.reshape(4, -1), full, atol=1e-5)
+        True
+    """
+    steps, envs, length = ids.shape
+    step = torch.arange(steps, device=ids.device)[:, None].expand(steps, envs)
+    # continues[s]: window s + 1 is window s shifted by one token, no real token dropped
+    continues = (
+        (ids[1:, :, :-1] == ids[:-1, :, 1:]).all(-1)
+        & (mask[1:, :, :-1] == mask[:-1, :, 1:]).all(-1)
+        & (mask[1:, :, -1] == 1)
+        & (mask[:-1, :, 0] == 0)
+    )
+    last = torch.cat([~continues, continues.new_ones(1, envs)])  # the last window of a chain
+    end = torch.where(last, step, torch.full_like(step, steps)).flip(0).cummin(0).values.flip(0)
+    shift = (end - step).reshape(-1)  # (steps * envs,), step-major
+    root = (end * envs + torch.arange(envs, device=ids.device)).reshape(-1)
+    roots, slot = torch.unique(root, return_inverse=True)
+    flat_ids, flat_mask = ids.reshape(steps * envs, length)[roots], mask.reshape(-1, length)[roots]
+    hidden = []
+    for start in range(0, len(roots), chunk):
+        part_ids, part_mask = flat_ids[start : start + chunk], flat_mask[start : start + chunk]
+        used = part_mask.any(0).nonzero()
+        first = int(used[0]) if len(used) else length - 1  # columns of padding only: skipped
+        out = trunk(
+            input_ids=part_ids[:, first:],
+            attention_mask=part_mask[:, first:],
+            position_ids=position_ids_from_mask(part_mask[:, first:]),
+        ).last_hidden_state
+        states = out.new_zeros(len(part_ids), length, out.shape[-1])
+        states[:, first:] = out
+        hidden.append(states)
+    states = torch.cat(hidden)[slot, length - 1 - shift]  # (steps * envs, width)
+    return states.reshape(steps, envs, -1)
+
+
 class IncrementalDecoder:
     """Last-position hidden states of a transformer trunk, one new token per call.
 
@@ -112,8 +178,17 @@ class IncrementalDecoder:
         self._cache: DynamicCache | None = None
         self._ids: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
+        #: the cache covers the last ``_cached`` columns; all rows are padding before them
+        self._cached = 0
 
-    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+    def _encode(
+        self, ids: torch.Tensor, mask: torch.Tensor, columns: int | None = None
+    ) -> tuple[torch.Tensor, DynamicCache, int]:
+        """Encode the last ``columns`` columns (default: from the first non-padding column)."""
+        if columns is None:
+            used = mask.any(0).nonzero()
+            columns = ids.shape[1] - int(used[0]) if len(used) else 1
+        ids, mask = ids[:, -columns:], mask[:, -columns:]
         out = self.trunk(
             input_ids=ids,
             attention_mask=mask,
@@ -121,14 +196,14 @@ class IncrementalDecoder:
             use_cache=True,
             **{self._cache_arg: DynamicCache()},
         )
-        return out.last_hidden_state[:, -1], out[self._cache_arg]
+        return out.last_hidden_state[:, -1], out[self._cache_arg], columns
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden state of the newest (last) token of each window, shape (batch, width)."""
         ids, mask = input_ids.long(), attention_mask.long()
         if self._cache is None or self._ids is None or self._ids.shape != ids.shape:
-            hidden, self._cache = self._encode(ids, mask)
+            hidden, self._cache, self._cached = self._encode(ids, mask)
             self._ids, self._mask, self._hidden = ids, mask, hidden
             return hidden
         if torch.equal(ids, self._ids) and torch.equal(mask, self._mask):
@@ -139,24 +214,32 @@ class IncrementalDecoder:
             mask[:, :-1] == self._mask[:, 1:]
         ).all(1)
         continues &= mask[:, -1] == 1
-        if not bool(continues.any()):
-            hidden, self._cache = self._encode(ids, mask)
+        # padding columns left of the cache were never encoded: the cache grows by the new
+        # token until it spans the whole window, then slides (the oldest position leaves)
+        columns = min(self._cached + 1, ids.shape[1])
+        if columns == self._cached:
+            # a real token leaving the window changes every later key (positions, context):
+            # only rows whose oldest position is padding can slide
+            continues &= self._mask[:, 0] == 0
+        restart = (~continues).nonzero().squeeze(1)
+        if len(restart) == len(ids) or bool(mask[restart, : ids.shape[1] - columns].any()):
+            hidden, self._cache, self._cached = self._encode(ids, mask)
         else:
-            # the window slides: the oldest cached position leaves as the new token enters
-            for layer in self._cache.layers:
-                layer.keys = layer.keys[:, :, 1:]
-                layer.values = layer.values[:, :, 1:]
+            if columns == self._cached:
+                for layer in self._cache.layers:
+                    layer.keys = layer.keys[:, :, 1:]
+                    layer.values = layer.values[:, :, 1:]
             out = self.trunk(
                 input_ids=ids[:, -1:],
-                attention_mask=mask,
-                position_ids=position_ids_from_mask(mask)[:, -1:],
+                attention_mask=mask[:, -columns:],
+                position_ids=position_ids_from_mask(mask[:, -columns:])[:, -1:],
                 use_cache=True,
                 **{self._cache_arg: self._cache},
             )
             hidden = out.last_hidden_state[:, -1]
-            restart = (~continues).nonzero().squeeze(1)
+            self._cached = columns
             if restart.numel():
-                fresh_hidden, fresh = self._encode(ids[restart], mask[restart])
+                fresh_hidden, fresh, _ = self._encode(ids[restart], mask[restart], columns)
                 hidden[restart] = fresh_hidden
                 for layer, new in zip(self._cache.layers, fresh.layers, strict=True):
                     layer.keys[restart] = new.keys

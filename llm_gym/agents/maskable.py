@@ -285,6 +285,9 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
             **kwargs,
         )
 
+    #: the masks run the reference on every rollout step: the KL penalty reads that forward
+    reference_per_step = True
+
     def _reference_lm(self) -> tuple[torch.nn.Module, IncrementalDecoder]:
         # the KL penalty reads the same reference forward the mask came from
         return self.policy.reference, self.policy.ref_decoder

@@ -15,6 +15,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+from torch.distributions import Categorical
 from transformers import AutoModelForCausalLM
 
 from llm_gym import assets
@@ -153,7 +154,11 @@ class CausalLMCore:
         return self.value_net(hidden.detach() if self.critic == "detached" else hidden)
 
     def _distribution(self, hidden: torch.Tensor) -> CategoricalDistribution:
-        return self.action_dist.proba_distribution(action_logits=self.logits(hidden))
+        # SB3's proba_distribution, without torch's argument validation: the logits are
+        # finite by construction and actions come from the Discrete(vocab) space, while
+        # validation costs a few tensor checks per call, every rollout step
+        self.action_dist.distribution = Categorical(logits=self.logits(hidden), validate_args=False)
+        return self.action_dist
 
     def forward(
         self, obs: PyTorchObs, deterministic: bool = False

@@ -4,7 +4,8 @@ Holds :class:`TokenPPO`, :class:`KLController` and :func:`make_token_vec_env`.
 What differs from SB3's PPO: the policy decodes incrementally during rollouts
 (:class:`~llm_gym.agents.policy.CausalLMPolicy`), an internal callback applies
 ``info["token_rewards"]`` and subtracts ``kl_coef * (log pi - log pi_ref)`` per
-token before GAE, and the KL coefficient adapts after each rollout.
+token before GAE (the reference log-probs of a whole rollout in one batched
+forward), and the KL coefficient adapts after each rollout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.callbacks import TokenRewardCallback
-from llm_gym.agents.decoding import IncrementalDecoder
+from llm_gym.agents.decoding import IncrementalDecoder, episode_window_hidden
 from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, load_causal_lm
 from llm_gym.agents.vec_env import GymnasiumVecEnv
 
@@ -98,47 +99,100 @@ class KLController:
         return self.coef
 
 
+@torch.no_grad()
+def reference_log_probs(
+    lm: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    actions: torch.Tensor,
+) -> torch.Tensor:
+    """``log pi_ref(action | window)`` for a rollout's ``(steps, envs, window)`` observations.
+
+    One batched forward of ``lm`` over about one window per episode
+    (:func:`~llm_gym.agents.decoding.episode_window_hidden`), not one per step;
+    ``actions`` has shape ``(steps, envs)``.
+    """
+    hidden = episode_window_hidden(lm.base_model, input_ids.long(), attention_mask.long())
+    logits = lm.get_output_embeddings()(hidden).float()
+    chosen = logits.gather(-1, actions.long()[..., None]).squeeze(-1)
+    return chosen - torch.logsumexp(logits, -1)
+
+
 class _KLPenaltyCallback(TokenRewardCallback):
-    """TokenRewardCallback that also charges ``kl_coef * (log pi - log pi_ref)`` per token."""
+    """TokenRewardCallback that also charges ``kl_coef * (log pi - log pi_ref)`` per token.
+
+    The reference log-probs of a rollout's steps are computed once the rollout is
+    collected, from the stored observations in one batched forward (or read from
+    the reference decoder the policy already ran, see ``reference_per_step``), and the
+    penalty is subtracted from the stored rewards before advantages are computed
+    (:meth:`TokenCreditMixin.collect_rollouts` calls :meth:`before_returns`).
+    """
 
     def step_penalties(self) -> np.ndarray | None:
         model: TokenPPO = self.model  # type: ignore[assignment]
         entropy = getattr(model.policy, "last_entropy", None)
         if entropy is not None:
             self._entropies.append(float(entropy.mean()))
+        if model.ref_lm is not None and model.reference_per_step:
+            # the policy already ran the reference on these windows: its decoder has them
+            obs = self.locals["obs_tensor"]
+            hidden = model.ref_decoder(
+                obs["input_ids"].round().long(), obs["attention_mask"].round().long()
+            )
+            actions = torch.as_tensor(self.locals["actions"], device=model.device).long()
+            with torch.no_grad():
+                logits = model.ref_lm.get_output_embeddings()(hidden).float()
+                log_probs = torch.log_softmax(logits, -1)
+                self._ref_steps.append(log_probs.gather(1, actions.reshape(-1, 1)).squeeze(1))
+        return None
+
+    def before_returns(self) -> None:
+        """Charge the KL penalty of the whole rollout (the buffer is full, GAE comes next)."""
+        model: TokenPPO = self.model  # type: ignore[assignment]
+        self._kl = None
         if model.ref_lm is None:
-            return None
-        obs = self.locals["obs_tensor"]
-        actions = torch.as_tensor(self.locals["actions"], device=model.device).long().reshape(-1)
-        hidden = model.ref_decoder(
-            obs["input_ids"].round().long(), obs["attention_mask"].round().long()
-        )
-        with torch.no_grad():
-            ref_logits = model.ref_lm.get_output_embeddings()(hidden).float()
-            ref_log_prob = torch.log_softmax(ref_logits, -1).gather(1, actions[:, None]).squeeze(1)
-        kl = (self.locals["log_probs"] - ref_log_prob).cpu().numpy().astype(np.float64)
-        self._kls.append(kl)
-        return model.kl.coef * kl
+            return
+        buffer = model.rollout_buffer
+        obs = buffer.observations
+        device = model.device
+        if len(self._ref_steps) == buffer.buffer_size:
+            ref_log_prob = torch.stack(self._ref_steps)
+        else:
+            ref_log_prob = reference_log_probs(
+                model.ref_lm,
+                torch.as_tensor(obs["input_ids"], device=device).round(),
+                torch.as_tensor(obs["attention_mask"], device=device).round(),
+                torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2]), device=device),
+            )
+        log_prob = torch.as_tensor(buffer.log_probs, device=device)
+        self._kl = (log_prob - ref_log_prob).cpu().numpy().astype(np.float64)
+        self.apply_rollout_penalties(model.kl.coef * self._kl)
+
+    @property
+    def last_kl(self) -> np.ndarray | None:
+        """Per-token ``log pi - log pi_ref`` of the last rollout, ``(n_steps, n_envs)``."""
+        return self._kl
 
     def _on_rollout_start(self) -> None:
         super()._on_rollout_start()
-        self._kls: list[np.ndarray] = []
+        self._kl: np.ndarray | None = None
         self._entropies: list[float] = []
+        self._ref_steps: list[torch.Tensor] = []
 
     def _on_rollout_end(self) -> None:
         super()._on_rollout_end()
         model: TokenPPO = self.model  # type: ignore[assignment]
         if self._entropies:
             self.logger.record("rollout/entropy_per_token", float(np.mean(self._entropies)))
-        if model.ref_lm is None or not self._kls:
+        if model.ref_lm is None or self._kl is None:
             return
         # KL per completion: the mean per-token KL times the mean completion length
         lengths = [summary["length"] for summary in self.finished_episodes]
-        length = float(np.mean(lengths)) if lengths else float(len(self._kls))
-        kl = float(np.mean(self._kls)) * length
+        length = float(np.mean(lengths)) if lengths else float(len(self._kl))
+        kl = float(self._kl.mean()) * length
         self.logger.record("rollout/kl_per_completion", kl)
         self.logger.record("rollout/kl_coef", model.kl.coef)
-        model.kl.update(kl, len(self._kls) * model.n_envs)
+        model.kl.update(kl, self._kl.size)
 
 
 class TokenCreditMixin:
@@ -146,6 +200,10 @@ class TokenCreditMixin:
 
     policy: Any
     device: torch.device
+    #: the policy runs the reference LM on every rollout step anyway (TokenMaskablePPO's
+    #: masks): read the KL's reference log-probs from its decoder instead of one batched
+    #: forward per rollout
+    reference_per_step = False
 
     def _init_token_credit(
         self,
@@ -178,6 +236,22 @@ class TokenCreditMixin:
         trust = getattr(self.policy, "trust_remote_code", False)
         ref_lm = load_causal_lm(name, trust).to(self.device).requires_grad_(False)
         return ref_lm, IncrementalDecoder(ref_lm.base_model)
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        """The base algorithm's collection, with the rollout's KL penalty charged before GAE."""
+        compute_returns = rollout_buffer.compute_returns_and_advantage
+
+        def penalise_then_compute(*gae_args: Any, **gae_kwargs: Any) -> None:
+            self.token_callback.before_returns()
+            compute_returns(*gae_args, **gae_kwargs)
+
+        rollout_buffer.compute_returns_and_advantage = penalise_then_compute
+        try:
+            return super().collect_rollouts(env, callback, rollout_buffer, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            del rollout_buffer.compute_returns_and_advantage
 
     def _excluded_save_params(self) -> list[str]:
         # the reference model and callback are rebuilt from names by _setup_model
