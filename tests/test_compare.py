@@ -38,6 +38,7 @@ def test_compare_writes_curves_plot_and_summary(tmp_path):
     for s in summaries:
         assert f"| {s.method} | 1 | {s.final:.3f} | {s.best:.3f} | {s.mean:.3f} " in summary
     assert "## Credit fidelity" in summary and "| oracle | " in summary
+    assert "| abc | " in summary.split("KL per completion")[1]  # the KL / length table
 
 
 def test_every_method_builds_its_wrapper():

@@ -312,6 +312,25 @@ def run_compare(
     return write_report(out, preset, [out / "curves.csv"], smoothing, fidelity, minutes)
 
 
+def kl_table(rows: Sequence[dict[str, Any]], last: int = 10) -> str:
+    """KL to the reference and completion length over each method's last ``last`` updates."""
+    by_method: dict[str, list[tuple[int, float, float]]] = {}
+    for row in rows:
+        kl, length = float(row.get("kl") or "nan"), float(row.get("length") or "nan")
+        by_method.setdefault(row["method"], []).append((int(row["update"]), kl, length))
+    lines = [
+        f"| method | KL per completion, last {last} updates (nats) | completion length |",
+        "|---|---|---|",
+    ]
+    for method, values in by_method.items():
+        final = max(u for u, _, _ in values) - last
+        tail = [(kl, length) for u, kl, length in values if u > final]
+        lines.append(
+            f"| {method} | {np.nanmean([k for k, _ in tail]):.2f} | {np.nanmean([n for _, n in tail]):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def write_report(
     out_dir: str | Path,
     preset: ComparePreset,
@@ -347,6 +366,8 @@ def write_report(
         "sparse on the same seed (± standard error).",
         "",
         markdown_table(summaries),
+        "",
+        kl_table(rows),
     ]
     if fidelity:
         methods = sorted({row["method"] for row in rows})
