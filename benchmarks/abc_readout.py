@@ -152,7 +152,13 @@ def main() -> None:
     print(header)
     for name in args.models:
         path = build_model(name, folder)
+        positions = json.loads((path / "config.json").read_text()).get("n_positions", 1024)
         for batch_size, length in SHAPES:
+            if length > positions:
+                print(
+                    f"{name:<11}{f'{batch_size}x{length}':>8}  skipped: the model has {positions} positions"
+                )
+                continue
             small = name == "default"
             repeats = (15 if small else 5) if args.quick else (41 if small else 9)
             t, cpu = time_shape(path, batch_size, length, repeats)
