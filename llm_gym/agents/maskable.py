@@ -34,8 +34,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 from llm_gym.agents.policy import CausalLMCore, load_causal_lm
-from llm_gym.agents.ppo import TokenCreditMixin, make_token_vec_env
-from llm_gym.agents.vec_env import GymnasiumVecEnv
+from llm_gym.agents.ppo import TokenCreditMixin, as_token_vec_env
 
 __all__ = [
     "MaskableCausalLMPolicy",
@@ -267,10 +266,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
         rollout_buffer_class: type | None = ReferenceMaskRolloutBuffer,
         **kwargs: Any,
     ) -> None:
-        if isinstance(env, gym.vector.VectorEnv):
-            env = GymnasiumVecEnv(env)
-        elif env is not None and not isinstance(env, VecEnv):
-            env = make_token_vec_env(env, n_envs, env_factory)
+        env = as_token_vec_env(env, n_envs, env_factory)
         self._init_token_credit(kl_coef, kl_target, kl_horizon, kl_coef_max, None, reward_scale)
         super().__init__(
             policy,

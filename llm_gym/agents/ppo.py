@@ -30,6 +30,20 @@ from llm_gym.agents.vec_env import GymnasiumVecEnv
 __all__ = ["KLController", "TokenCreditMixin", "TokenPPO", "make_token_vec_env"]
 
 
+def as_token_vec_env(
+    env: gym.Env | gym.vector.VectorEnv | VecEnv | str | None,
+    n_envs: int,
+    env_factory: Callable[[], gym.Env] | None = None,
+) -> VecEnv | None:
+    """What TokenPPO-style constructors accept, as an SB3 VecEnv: a Gymnasium VectorEnv
+    through the adapter, an SB3 VecEnv (or None) as it is, else ``n_envs`` copies."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return GymnasiumVecEnv(env)
+    if env is None or isinstance(env, VecEnv):
+        return env
+    return make_token_vec_env(env, n_envs, env_factory)
+
+
 def make_token_vec_env(
     env: gym.Env | str, n_envs: int, env_factory: Callable[[], gym.Env] | None = None
 ) -> VecEnv:
@@ -357,10 +371,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
-        if isinstance(env, gym.vector.VectorEnv):
-            env = GymnasiumVecEnv(env)
-        elif env is not None and not isinstance(env, VecEnv):
-            env = make_token_vec_env(env, n_envs, env_factory)
+        env = as_token_vec_env(env, n_envs, env_factory)
         self._init_token_credit(
             kl_coef, kl_target, kl_horizon, kl_coef_max, reference_model, reward_scale
         )
