@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
 
@@ -75,6 +76,9 @@ def _compare(args: argparse.Namespace) -> None:
         "abc_layers": tuple(args.abc_layers) if args.abc_layers else None,
         "max_new_tokens": _parse_range(args.new_tokens) if args.new_tokens else None,
         "n_envs": args.batch,
+        "policy": args.policy,
+        "tokenizer": args.tokenizer,
+        "prompts": args.prompts,
     }
     preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
     if args.threads:
@@ -89,12 +93,16 @@ def _compare(args: argparse.Namespace) -> None:
         )
         print(f"wrote {args.out}/curves.csv, curves.png and summary.md")
         return
+    jobs = args.jobs
+    if jobs is None:
+        jobs = min(2, os.cpu_count() or 1) if args.quick else 1
     summary = run_compare(
         preset,
         args.out,
         smoothing=args.smoothing,
         fidelity=not args.no_fidelity,
         first_seed=args.first_seed,
+        jobs=jobs,
     )
     print(summary)
     print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
@@ -145,6 +153,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument("--kl-target", type=float, default=None)
     compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
     compare.add_argument(
+        "--policy", default=None, help="causal LM to train: hub id or folder (default: embedded)"
+    )
+    compare.add_argument(
+        "--tokenizer", default=None, help="hub id or folder (default: the embedded tokenizer)"
+    )
+    compare.add_argument(
+        "--prompts",
+        default=None,
+        help="bundled prompt set, a .json list of strings, or a text file of one prompt per line",
+    )
+    compare.add_argument(
         "--smoothing", type=int, default=5, help="moving-average window for the table"
     )
     compare.add_argument(
@@ -152,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     compare.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 lets two runs share 2 cores)"
+    )
+    compare.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at a time, one torch thread each (default: 1; --quick: 2)",
     )
     compare.add_argument(
         "--no-fidelity", action="store_true", help="skip the credit-fidelity table"
@@ -163,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="CSV",
         help="train nothing: merge these curves.csv files (e.g. from runs split over seeds) and report",
     )
-    compare.add_argument("--out", default="compare_out")
+    compare.add_argument(
+        "--out",
+        default="compare_out",
+        help="output folder; runs already there with the same settings are kept, not retrained",
+    )
     compare.set_defaults(run=_compare)
 
     demo = commands.add_parser(

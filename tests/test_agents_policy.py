@@ -167,3 +167,22 @@ def test_incremental_decoder_equals_full_forward_when_windows_slide_and_rows_res
         for row in range(batch):
             if torch.rand(()) < 0.15:  # a new episode in this row
                 ids[row], mask[row] = prompt()
+
+
+def test_n_tokens_keeps_sampling_off_a_padded_output_layer():
+    import gymnasium as gym
+
+    from llm_gym.agents import TokenPPO
+
+    env = gym.make("LLMCompletion-v0", max_new_tokens=4)
+    n = env.action_space.n - 40
+    model = TokenPPO(
+        "CausalLMPolicy", env, n_steps=4, n_envs=2, seed=0, policy_kwargs={"n_tokens": n}
+    )
+    obs, _ = env.reset(seed=0)
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    probs = model.policy.get_distribution(obs_t).distribution.probs[0]
+    assert probs[n:].sum().item() == 0.0
+    assert probs[:n].sum().item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match=r"n_tokens must be None or in \[1, "):
+        TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, policy_kwargs={"n_tokens": 0})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -85,3 +86,151 @@ def test_summarise_merges_csvs_without_training(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "| abc | 2 |" in summary and "| sparse | 2 |" in summary
     assert (out / "curves.png").exists()
+
+
+def _fake_run(calls):
+    def run_one(method, seed, preset, out_dir, threads=None):
+        calls.append((method, seed))
+        return [
+            {"method": method, "seed": seed, "update": u, "score": float(u + seed), "kl": 0.0}
+            for u in range(preset.updates)
+        ]
+
+    return run_one
+
+
+def test_compare_resumes_and_only_trains_missing_runs(tmp_path, monkeypatch):
+    import llm_gym.experiments.compare as compare
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(compare, "run_one", _fake_run(calls))
+    preset = ComparePreset(methods=("sparse", "abc"), seeds=2, updates=3)
+    run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
+    assert calls == [("sparse", 0), ("abc", 0), ("sparse", 1), ("abc", 1)]
+
+    # same settings, one more method and seed: only the new runs train
+    calls.clear()
+    wider = replace(preset, methods=("sparse", "abc", "uniform"), seeds=3)
+    run_compare(wider, tmp_path, progress=False, smoothing=1, fidelity=False)
+    assert sorted(calls) == sorted(
+        [("uniform", 0), ("uniform", 1), ("sparse", 2), ("abc", 2), ("uniform", 2)]
+    )
+    rows = list(csv.DictReader(open(tmp_path / "curves.csv", newline="")))
+    assert len(rows) == 9 * 3
+    keys = [(r["method"], int(r["seed"]), int(r["update"])) for r in rows]
+    assert len(set(keys)) == len(keys)  # nothing trained twice
+    # rows are ordered by seed, then method as listed, then update
+    assert [k[:2] for k in keys[::3]][:3] == [("sparse", 0), ("abc", 0), ("uniform", 0)]
+
+    # other run settings would mix incomparable runs: refused, naming the field
+    calls.clear()
+    with pytest.raises(ValueError, match=r"learning_rate: 3e-05 there, 0.0001 now"):
+        run_compare(replace(preset, learning_rate=1e-4), tmp_path, progress=False)
+    assert calls == []
+    assert len(list(csv.DictReader(open(tmp_path / "curves.csv", newline="")))) == 27
+
+
+def test_compare_refuses_a_folder_of_unknown_runs(tmp_path, monkeypatch):
+    import llm_gym.experiments.compare as compare
+
+    monkeypatch.setattr(compare, "run_one", _fake_run([]))
+    (tmp_path / "curves.csv").write_text("method,seed,update,score\nsparse,0,0,1.0\n")
+    with pytest.raises(ValueError, match="config.json does not"):
+        run_compare(ComparePreset(updates=2), tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path):
+    import torch
+
+    preset = ComparePreset(
+        methods=("sparse", "abc"), seeds=1, updates=2, n_envs=2, max_new_tokens=4, batch_size=8
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' setting
+    try:
+        run_compare(preset, tmp_path / "serial", progress=False, smoothing=1, fidelity=False)
+    finally:
+        torch.set_num_threads(threads)
+    run_compare(preset, tmp_path / "jobs", progress=False, smoothing=1, fidelity=False, jobs=2)
+    serial, parallel = (
+        list(csv.DictReader(open(tmp_path / name / "curves.csv", newline="")))
+        for name in ("serial", "jobs")
+    )
+    assert [r["method"] for r in parallel] == ["sparse", "sparse", "abc", "abc"]
+    for a, b in zip(serial, parallel, strict=True):
+        assert a["method"] == b["method"] and a["update"] == b["update"]
+        assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-5)
+
+
+def test_compare_rejects_bad_jobs_and_oracle_without_the_embedded_tokenizer(tmp_path):
+    with pytest.raises(ValueError, match="jobs must be >= 1, got 0"):
+        run_compare(ComparePreset(), tmp_path, jobs=0)
+    with pytest.raises(ValueError, match="'oracle' needs the embedded tokenizer"):
+        run_compare(ComparePreset(tokenizer="some/tokenizer"), tmp_path)
+
+
+@pytest.mark.slow
+def test_compare_trains_a_users_own_policy_tokenizer_rm_and_prompts(
+    tmp_path, tiny_gpt2_rm, word_tok_dir
+):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llm_gym.rewards.loading import load_tokenizer
+
+    tok = load_tokenizer(word_tok_dir)
+    torch.manual_seed(0)
+    policy_dir = tmp_path / "policy"
+    config = GPT2Config(vocab_size=len(tok) + 3, n_positions=64, n_embd=32, n_layer=1, n_head=4)
+    GPT2LMHeadModel(config).save_pretrained(policy_dir)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the film was\n\na movie\n")
+    out = tmp_path / "out"
+    cli_main(
+        [
+            "compare",
+            "--rewards",
+            "sparse",
+            "abc",
+            "abcd",
+            "--seeds",
+            "1",
+            "--updates",
+            "2",
+            "--batch",
+            "2",
+            "--new-tokens",
+            "3",
+            "--policy",
+            str(policy_dir),
+            "--tokenizer",
+            word_tok_dir,
+            "--reward-model",
+            tiny_gpt2_rm,
+            "--prompts",
+            str(prompts),
+            "--smoothing",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    rows = list(csv.DictReader(open(out / "curves.csv", newline="")))
+    assert {r["method"] for r in rows} == {"sparse", "abc", "abcd"} and len(rows) == 6
+    assert all(float(r["length"]) == 3 for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "skipped: the per-token relevance" in summary
+    # the policy's padded vocabulary is the action space
+    env = make_method_env(
+        "sparse",
+        ComparePreset(
+            policy=str(policy_dir),
+            tokenizer=word_tok_dir,
+            reward_model=tiny_gpt2_rm,
+            prompts=str(prompts),
+            max_new_tokens=3,
+        ),
+    )
+    assert env.action_space.n == len(tok) + 3
+    assert env.unwrapped.task.prompt_texts == ["the film was", "a movie"]

@@ -54,6 +54,7 @@ class CausalLMCore:
         critic_hidden: int = 128,
         temperature: float = 1.0,
         top_k: int | None = None,
+        n_tokens: int | None = None,
         dropout: bool = False,
         trust_remote_code: bool = False,
         **kwargs: Any,
@@ -64,6 +65,8 @@ class CausalLMCore:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+        if n_tokens is not None and not 1 <= n_tokens <= action_space.n:
+            raise ValueError(f"n_tokens must be None or in [1, {action_space.n}], got {n_tokens}")
         _check_spaces(observation_space, action_space)
         kwargs["ortho_init"] = False
         # read by _build, which ActorCriticPolicy.__init__ calls
@@ -72,6 +75,7 @@ class CausalLMCore:
         self.critic_hidden = critic_hidden
         self.temperature = float(temperature)
         self.top_k = top_k
+        self.n_tokens = n_tokens
         self.dropout = dropout
         self.trust_remote_code = trust_remote_code
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
@@ -116,6 +120,7 @@ class CausalLMCore:
             critic_hidden=self.critic_hidden,
             temperature=self.temperature,
             top_k=self.top_k,
+            n_tokens=self.n_tokens,
             dropout=self.dropout,
             trust_remote_code=self.trust_remote_code,
         )
@@ -145,6 +150,8 @@ class CausalLMCore:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of the distribution sampled from (temperature and top-k applied)."""
         logits = self.lm.get_output_embeddings()(hidden).float() / self.temperature
+        if self.n_tokens is not None and self.n_tokens < logits.shape[-1]:
+            logits[..., self.n_tokens :] = torch.finfo(logits.dtype).min
         if self.top_k is not None and self.top_k < logits.shape[-1]:
             kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
@@ -208,6 +215,8 @@ class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
         critic_hidden: width of the detached critic's hidden layer.
         temperature: divides the logits before sampling (1.0: the LM's own).
         top_k: sample only among the k most likely tokens (``None``: all).
+        n_tokens: sample only ids below this, the tokenizer's size, when the LM's
+            output layer is padded past it (Qwen, Llama-style); ``None``: every id.
         dropout: keep the LM's dropout active in updates (rollouts never use it).
         trust_remote_code: passed to ``from_pretrained``; off by default.
         **kwargs: other :class:`ActorCriticPolicy` options (``optimizer_class``,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,9 +29,10 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
 
     Args:
         task: preset of :data:`llm_gym.envs.TASK_PRESETS` (``"default"``: the
-            embedded world's credit-limited task, exactly 32 new tokens; ``"paper"``:
+            embedded world's credit-limited task, exactly 64 new tokens; ``"paper"``:
             8-16 new tokens) that fills the options left as ``None``.
-        prompts: list of prompt strings, or the name of a bundled prompt set.
+        prompts: list of prompt strings, the name of a bundled prompt set, or a file
+            of prompts (a .json list of strings, or one prompt per line).
         tokenizer: tokenizer object, hub id or folder (default: the embedded world's).
         reward_model: a :class:`~llm_gym.rewards.RewardModel`, a bundled RM name
             (``"default"``, ``"deep"``), a hub id or folder of a sequence
@@ -59,7 +61,7 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         >>> env = gym.make("LLMCompletion-v0")
         >>> obs, info = env.reset(seed=0)
         >>> obs["input_ids"].shape
-        (40,)
+        (72,)
         >>> terminated = False
         >>> while not terminated:
         ...     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
@@ -73,7 +75,7 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         self,
         task: str | None = "default",
         *,
-        prompts: str | Sequence[str] | None = None,
+        prompts: str | os.PathLike[str] | Sequence[str] | None = None,
         tokenizer: str | Any | None = None,
         reward_model: str | RewardModel | Callable[[str], float] | None = None,
         reward_model_kwargs: dict[str, Any] | None = None,

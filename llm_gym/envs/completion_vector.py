@@ -31,7 +31,7 @@ class LLMCompletionVectorEnv(VectorEnv):
         >>> envs = gym.make_vec("LLMCompletion-v0", num_envs=4)
         >>> obs, info = envs.reset(seed=0)
         >>> obs["input_ids"].shape
-        (4, 40)
+        (4, 72)
     """
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}

@@ -7,9 +7,12 @@ model.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,17 +21,19 @@ from llm_gym import assets
 from llm_gym.rewards import FunctionRewardModel, HFRewardModel, RewardModel
 from llm_gym.rewards.loading import load_tokenizer
 
-__all__ = ["TASK_PRESETS", "CompletionTask", "make_task"]
+__all__ = ["TASK_PRESETS", "CompletionTask", "load_prompt_texts", "make_task"]
 
 #: Named presets of the embedded world: prompt set and completion lengths.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
-    # credit-limited: 32-token completions whose score hangs on a few rare words; EOS
-    # does not end them early (else a KL-penalised policy learns to stop talking)
+    # credit-limited: 64-token completions whose score hangs on one or two rare words
+    # (at 32 tokens PPO's critic, with GAE lambda 0.95, already assigns credit as well
+    # as an oracle does); EOS does not end them early (else a KL-penalised policy
+    # learns to stop talking)
     "default": {
         "prompts": "reviews",
         "max_prompt_tokens": 8,
-        "max_new_tokens": 32,
-        "min_new_tokens": 32,
+        "max_new_tokens": 64,
+        "min_new_tokens": 64,
     },
     # the ABC paper's IMDb setting: 2-8 prompt tokens, 8-16 new tokens
     "paper": {
@@ -112,11 +117,43 @@ def _resolve_lengths(
     return new_tokens, int(min_new_tokens)
 
 
+def load_prompt_texts(prompts: str | os.PathLike[str]) -> list[str]:
+    """A bundled prompt set by name, or a file of prompts.
+
+    A ``.json`` file holds a list of strings; any other file holds one prompt per
+    line (blank lines skipped).
+
+    >>> load_prompt_texts("reviews")[:2]
+    ['then a family meets a river in the', 'a student travels to a village']
+    """
+    name = str(prompts)
+    if name in assets.PROMPT_SETS:
+        return assets.load_prompts(name)
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(
+            f"prompts {name!r} is neither a bundled prompt set {sorted(assets.PROMPT_SETS)} "
+            "nor a file; expected a set name, a .json list of strings or a text file with one "
+            "prompt per line"
+        )
+    if path.suffix == ".json":
+        texts = json.loads(path.read_text())
+        if not isinstance(texts, list):
+            raise ValueError(
+                f"{path} holds a {type(texts).__name__}; expected a JSON list of prompt strings"
+            )
+        return texts
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
 def _tokenize_prompts(
-    prompts: str | Sequence[str], tokenizer: Any, max_prompt_tokens: int, truncate_prompts: bool
+    prompts: str | os.PathLike[str] | Sequence[str],
+    tokenizer: Any,
+    max_prompt_tokens: int,
+    truncate_prompts: bool,
 ) -> tuple[list[np.ndarray], list[str]]:
-    if isinstance(prompts, str):
-        prompts = assets.load_prompts(prompts)
+    if isinstance(prompts, (str, os.PathLike)):
+        prompts = load_prompt_texts(prompts)
     texts = list(prompts)
     if not texts:
         raise ValueError("prompts is empty; expected at least one prompt")

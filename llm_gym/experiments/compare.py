@@ -50,7 +50,8 @@ def abc_layers_of(method: str, default: tuple[int, ...]) -> tuple[int, ...]:
         ) from err
 
 
-def check_methods(methods: Sequence[str]) -> None:
+def check_methods(methods: Sequence[str], preset: ComparePreset | None = None) -> None:
+    """Raise a ValueError naming any method that is unknown or that ``preset`` cannot run."""
     unknown = [
         m
         for m in methods
@@ -63,6 +64,12 @@ def check_methods(methods: Sequence[str]) -> None:
     for method in methods:
         if method.startswith("abc@"):
             abc_layers_of(method, ())
+    if preset is not None and "oracle" in methods and not preset.embedded_world:
+        raise ValueError(
+            f"method 'oracle' needs the embedded tokenizer (its credit is the known lexicon "
+            f"valence of each embedded token), but the tokenizer is {preset.tokenizer!r}; "
+            "drop 'oracle' from the methods"
+        )
 
 
 @dataclass(frozen=True)
@@ -78,30 +85,69 @@ class ComparePreset:
     batch_size: int = 128
     n_epochs: int = 4
     learning_rate: float = 3e-5
-    gae_lambda: float = 0.8
+    gae_lambda: float = 0.95
     beta: float = 0.8
     abc_layers: tuple[int, ...] = (-1,)
     kl_coef: float = 0.05
     kl_target: float | None = 6.0
     reward_model: str = "default"
     max_new_tokens: int | tuple[int, int] | None = None
+    policy: str | None = None  # hub id or folder of a causal LM; None: the embedded LM
+    tokenizer: str | None = None  # hub id or folder; None: the embedded tokenizer
+    prompts: str | None = None  # bundled prompt set or file; None: the task's
     fidelity_completions: int = 256
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def embedded_world(self) -> bool:
+        """Whether completions are in the embedded tokenizer, whose per-token relevance is known."""
+        return self.tokenizer is None
+
 
 PRESETS: dict[str, ComparePreset] = {
-    # the embedded world's credit-limited task: 32-token completions, rare decisive words
+    # the embedded world's credit-limited task: 64-token completions, rare decisive words
     "default": ComparePreset(),
     # the ABC paper's IMDb setting: 2-8-token prompts, 8-16 new tokens, batch 16, beta 0.8
     "paper": ComparePreset(task="paper"),
-    # at most ~10 minutes on 2 CPU cores, still showing the comparison
+    # at most ~10 minutes on 2 CPU cores (two runs at a time), still showing the comparison
     "quick": ComparePreset(methods=("oracle", "sparse", "abc", "uniform"), seeds=3, updates=40),
 }
+
+#: preset fields that do not change what one (method, seed) run computes
+_RUN_INDEPENDENT_FIELDS = ("methods", "seeds", "fidelity_completions")
 
 
 def relevance_of(prompt_ids: np.ndarray, completion_ids: np.ndarray) -> np.ndarray:
     """The embedded world's oracle: each completion token's |lexicon valence|."""
     return assets.token_relevance(completion_ids)
+
+
+def env_options(preset: ComparePreset) -> dict[str, Any]:
+    """The LLMCompletion-v0 options a preset asks for."""
+    options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model}
+    if preset.max_new_tokens is not None:
+        # completions run their full sampled length, as in the presets
+        options["max_new_tokens"] = preset.max_new_tokens
+        low = (
+            preset.max_new_tokens
+            if isinstance(preset.max_new_tokens, int)
+            else preset.max_new_tokens[0]
+        )
+        options["min_new_tokens"] = low
+    if preset.tokenizer is not None:
+        options["tokenizer"] = preset.tokenizer
+    if preset.prompts is not None:
+        options["prompts"] = preset.prompts
+    if preset.policy is not None:
+        from transformers import AutoConfig
+
+        # policies whose output layer is padded past the tokenizer (Qwen, Llama-style)
+        config = AutoConfig.from_pretrained(preset.policy)
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is not None:
+            options["vocab_size"] = vocab
+    options.update(preset.env_kwargs)
+    return options
 
 
 def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
@@ -115,24 +161,16 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
         UniformCredit,
     )
 
-    options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model}
-    if preset.max_new_tokens is not None:
-        # completions run their full sampled length, as in the presets
-        options["max_new_tokens"] = preset.max_new_tokens
-        low = (
-            preset.max_new_tokens
-            if isinstance(preset.max_new_tokens, int)
-            else preset.max_new_tokens[0]
-        )
-        options["min_new_tokens"] = low
-    options.update(preset.env_kwargs)
-    env = gym.make("LLMCompletion-v0", **options)
+    if method == "oracle":
+        check_methods([method], preset)
+    env = gym.make("LLMCompletion-v0", **env_options(preset))
+    generator = preset.policy or str(assets.LM_DIR)
     wrappers: dict[str, Callable[[gym.Env], gym.Env]] = {
         "sparse": SparseReward,
         "oracle": lambda e: RelevanceCredit(e, relevance_of, beta=preset.beta),
         "abc": lambda e: AttentionCredit(e, beta=preset.beta, layers=preset.abc_layers),
         "uniform": UniformCredit,
-        "abcd": lambda e: GeneratorAttentionCredit(e, str(assets.LM_DIR), beta=preset.beta),
+        "abcd": lambda e: GeneratorAttentionCredit(e, generator, beta=preset.beta),
         "pbrs": lambda e: PotentialShaping(e, "reward_model"),
     }
     if method.startswith("abc@"):
@@ -146,17 +184,33 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
     return wrappers[method](env)
 
 
+def _policy_kwargs(preset: ComparePreset, env: gym.Env) -> dict[str, Any] | None:
+    if preset.policy is None:
+        return None
+    task = env.unwrapped.task
+    kwargs: dict[str, Any] = {"model": preset.policy}
+    if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
+        kwargs["n_tokens"] = len(task.tokenizer)
+    return kwargs
+
+
 def _horizon(env: gym.Env) -> int:
     return int(env.unwrapped.task.new_tokens[1])
 
 
-def run_one(method: str, seed: int, preset: ComparePreset, out_dir: Path) -> list[dict[str, Any]]:
+def run_one(
+    method: str, seed: int, preset: ComparePreset, out_dir: Path, threads: int | None = None
+) -> list[dict[str, Any]]:
     """Train one run; returns one row per update (method, seed, update, score, kl, length)."""
+    import shutil
+
     import torch
     from stable_baselines3.common.logger import configure
 
     from llm_gym.agents import TokenPPO
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     env = make_method_env(method, preset)
     n_steps = preset.n_steps or _horizon(env)
@@ -171,10 +225,12 @@ def run_one(method: str, seed: int, preset: ComparePreset, out_dir: Path) -> lis
         gae_lambda=preset.gae_lambda,
         kl_coef=preset.kl_coef,
         kl_target=preset.kl_target,
+        policy_kwargs=_policy_kwargs(preset, env),
         seed=seed,
         device="cpu",
     )
     run_dir = out_dir / "tb" / f"{method}_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted attempt's logs
     model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
     model.learn(preset.updates * n_steps * preset.n_envs, log_interval=1)
     rows = []
@@ -206,11 +262,15 @@ def credit_fidelity_table(
     from llm_gym.rewards.generator import GeneratorAttention
     from llm_gym.rewards.loading import load_pretrained
 
-    env = gym.make(
-        "LLMCompletion-v0", task=preset.task, reward_model=preset.reward_model, device="cpu"
-    )
+    if not preset.embedded_world:
+        return (
+            "(skipped: the per-token relevance that fidelity is measured against is known "
+            "only for the embedded world's tokenizer)"
+        )
+    env = gym.make("LLMCompletion-v0", device="cpu", **env_options(preset))
     task = env.unwrapped.task
-    lm = load_pretrained(AutoModelForCausalLM, str(assets.LM_DIR)).eval()
+    generator = preset.policy or str(assets.LM_DIR)
+    lm = load_pretrained(AutoModelForCausalLM, generator).eval()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     prompts = [task.prompts[i] for i in rng.integers(len(task.prompts), size=n)]
@@ -235,7 +295,7 @@ def credit_fidelity_table(
             layers = abc_layers_of(method, preset.abc_layers)
             maps[f"{method} (layers {layers})"] = AttentionRequest(layers)
     if "abcd" in methods:
-        maps["abcd (generator attention)"] = GeneratorAttention(str(assets.LM_DIR), device="cpu")
+        maps["abcd (generator attention)"] = GeneratorAttention(generator, device="cpu")
     if "oracle" in methods:
         maps["oracle"] = lambda b: [
             relevance_of(p, c) / max(relevance_of(p, c).sum(), 1e-12)
@@ -285,6 +345,43 @@ def plot_curves(csv_path: Path, png_path: Path, smoothing: int = 5) -> None:
     plt.close(fig)
 
 
+def _run_config(preset: ComparePreset) -> dict[str, Any]:
+    config = asdict(preset)
+    for name in _RUN_INDEPENDENT_FIELDS:
+        config.pop(name)
+    return json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
+
+
+def _finished_runs(out: Path, preset: ComparePreset) -> list[dict[str, Any]]:
+    """Rows of the runs an earlier call finished in ``out`` with the same run settings."""
+    config_path, csv_path = out / "config.json", out / "curves.csv"
+    config = _run_config(preset)
+    if config_path.exists():
+        stored = json.loads(config_path.read_text())
+        changed = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
+        if changed:
+            details = ", ".join(
+                f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items()
+            )
+            raise ValueError(
+                f"{out} holds runs made with other settings ({details}); "
+                "pass another --out, or the same settings to add methods or seeds"
+            )
+    elif csv_path.exists():
+        raise ValueError(
+            f"{csv_path} exists but {config_path} does not, so its runs' settings are unknown; "
+            "pass another --out"
+        )
+    config_path.write_text(json.dumps(config, indent=1) + "\n")
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["seed"], row["update"] = int(row["seed"]), int(row["update"])
+    return rows
+
+
 def run_compare(
     preset: ComparePreset,
     out_dir: str | Path,
@@ -292,22 +389,52 @@ def run_compare(
     smoothing: int = 5,
     fidelity: bool = True,
     first_seed: int = 0,
+    jobs: int = 1,
 ) -> str:
-    """Train every (method, seed), write the outputs, and return the summary markdown."""
+    """Train every (method, seed), write the outputs, and return the summary markdown.
+
+    Runs already in ``out_dir`` from an earlier call with the same settings are kept,
+    not retrained, so an interrupted comparison resumes and a finished one can gain
+    methods or seeds. ``jobs > 1`` trains that many runs at a time in worker
+    processes with one torch thread each.
+    """
     from tqdm.auto import tqdm
 
-    check_methods(preset.methods)
+    check_methods(preset.methods, preset)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     if "sparse" not in preset.methods:
         preset = replace(preset, methods=("sparse", *preset.methods))  # the baseline
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows = _finished_runs(out, preset)
+    done = {(row["method"], row["seed"]) for row in rows}
     started = time.perf_counter()
     seeds = range(first_seed, first_seed + preset.seeds)
-    runs = [(m, s) for s in seeds for m in preset.methods]
-    for method, seed in tqdm(runs, desc="compare", disable=not progress, unit="run"):
-        rows += run_one(method, seed, preset, out)
+    runs = [(m, s) for s in seeds for m in preset.methods if (m, s) not in done]
+    order = {m: i for i, m in enumerate(preset.methods)}
+
+    def record(new_rows: list[dict[str, Any]]) -> None:
+        rows.extend(new_rows)
+        rows.sort(key=lambda r: (r["seed"], order.get(r["method"], len(order)), r["update"]))
         write_long_csv(out / "curves.csv", rows)
+
+    bar = tqdm(total=len(runs), desc="compare", disable=not progress, unit="run")
+    if jobs == 1:
+        for method, seed in runs:
+            record(run_one(method, seed, preset, out))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # torch is not fork-safe
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(run_one, m, s, preset, out, 1) for m, s in runs]
+            for future in as_completed(futures):
+                record(future.result())
+                bar.update()
+    bar.close()
     minutes = (time.perf_counter() - started) / 60
     return write_report(out, preset, [out / "curves.csv"], smoothing, fidelity, minutes)
 

@@ -206,7 +206,10 @@ def write_long_csv(path: str | Path, rows: Sequence[dict[str, float | int | str]
     """Write rows (dicts with the same keys) as a CSV."""
     if not rows:
         raise ValueError("no rows to write")
-    with open(path, "w", newline="") as handle:
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")  # an interrupted write leaves path intact
+    with open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    partial.replace(path)
