@@ -128,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "compare", help="train sparse, ABC, uniform, ... side by side and compare"
     )
     compare.add_argument(
-        "--rewards", nargs="+", default=None, help="methods: oracle sparse abc uniform abcd pbrs"
+        "--rewards",
+        nargs="+",
+        default=None,
+        help="methods: oracle sparse abc uniform abcd pbrs abc-centred, abc@<layers>",
     )
     compare.add_argument(
         "--preset", default="default", choices=["default", "paper"], help="task preset"

@@ -52,7 +52,10 @@ def test_every_method_builds_its_wrapper():
         "uniform": "UniformCredit",
         "abcd": "GeneratorAttentionCredit",
         "pbrs": "PotentialShaping",
+        "abc-centred": "AttentionCredit",
     }
+    assert make_method_env("abc-centred", preset).baseline.running
+    assert not make_method_env("abc", preset).baseline.running
     with pytest.raises(ValueError, match="unknown method 'dense'"):
         make_method_env("dense", preset)
     first_layer = make_method_env("abc@0", ComparePreset(reward_model="deep", max_new_tokens=3))

@@ -359,3 +359,72 @@ def test_relevance_credit_follows_relevance_and_keeps_return():
         )
     with pytest.raises(gym.error.Error, match=r"RelevanceCredit needs info\['prompt_ids'\]"):
         run_episode(RelevanceCredit(TokenEnv(ids=False), relevance), [5], seed=3)
+
+
+# ---------------------------------------------------------------- score baseline
+@pytest.mark.parametrize("wrapper", [AttentionCredit, UniformCredit])
+def test_running_mean_baseline_spreads_only_the_deviation(wrapper):
+    env = wrapper(TokenEnv(attention=True), baseline="running_mean", baseline_rate=0.25)
+    plain = wrapper(TokenEnv(attention=True))
+    scores: list[float] = []
+    rng = np.random.default_rng(0)
+    for episode in range(12):
+        actions = rng.choice([10, 20, 4], size=8).tolist()
+        rewards, info = run_episode(env, actions, seed=episode)
+        _, plain_info = run_episode(plain, actions, seed=episode)
+        score = rewards[-1]
+        # the baseline, computed independently: mean of earlier scores, then a 0.25-rate EMA
+        b = 0.0
+        for k, s in enumerate(scores, start=1):
+            b += max(0.25, 1 / k) * (s - b)
+        beta = env.beta
+        weights = np.asarray(plain_info["token_rewards"], dtype=float)
+        weights[-1] -= (1 - beta) * score
+        weights = weights / (beta * score) if score else weights
+        expected = beta * (score - b) * weights
+        expected[-1] += (1 - beta) * (score - b) + b
+        np.testing.assert_allclose(info["token_rewards"], expected, atol=1e-9)
+        assert sum(info["token_rewards"]) == pytest.approx(score, abs=1e-9)  # return kept
+        scores.append(score)
+    assert env.baseline.value == pytest.approx(b + max(0.25, 1 / len(scores)) * (scores[-1] - b))
+
+
+def test_fixed_baseline_and_bad_baselines():
+    env = AttentionCredit(TokenEnv(attention=True), beta=1.0, baseline=0.5)
+    rewards, info = run_episode(env, [4, 4, 4], seed=1)
+    assert rewards[-1] == 0.5  # no token 10 or 20: R = b, nothing to spread
+    np.testing.assert_allclose(
+        info["token_rewards"], [0.0] * (len(info["token_rewards"]) - 1) + [0.5]
+    )
+    with pytest.raises(
+        ValueError, match="baseline must be None, a number or 'running_mean', got 'mean'"
+    ):
+        AttentionCredit(TokenEnv(attention=True), baseline="mean")
+    with pytest.raises(ValueError, match="baseline must be finite, got nan"):
+        UniformCredit(TokenEnv(), baseline=float("nan"))
+    with pytest.raises(ValueError, match=r"rate must be in \(0, 1\], got 0"):
+        UniformCredit(TokenEnv(), baseline="running_mean", baseline_rate=0)
+
+
+def test_vector_running_mean_baseline_keeps_each_return(task):
+    n, steps = 3, 30
+    envs = vector_wrappers.AttentionCredit(
+        LLMCompletionVectorEnv(n, completion_task=task), baseline="running_mean"
+    )
+    actions = np.random.default_rng(1).integers(3, VOCAB, size=(steps, n))
+    envs.reset(seed=0)
+    ended: list[float] = []
+    for t in range(steps):
+        # episodes ending in one step share the mean of the scores that ended before it
+        b = np.mean(ended) if ended else 0.0
+        assert envs.baseline.value == pytest.approx(b, abs=1e-9)
+        _, rewards, terminated, _, infos = envs.step(actions[t])
+        for i in np.flatnonzero(terminated):
+            credit = np.asarray(infos["token_rewards"][i])
+            assert credit.sum() == pytest.approx(rewards[i], abs=1e-6)
+            weights = np.asarray(infos["rm_attention"][i])
+            np.testing.assert_allclose(
+                credit[:-1], 0.8 * (rewards[i] - b) * weights[:-1], atol=1e-6
+            )
+        ended += [float(rewards[i]) for i in np.flatnonzero(terminated)]
+    assert len(ended) >= 6

@@ -32,9 +32,11 @@ from llm_gym.experiments.summary import load_curves, markdown_table, summarise, 
 __all__ = ["METHODS", "PRESETS", "ComparePreset", "make_method_env", "run_compare"]
 
 #: reward schemes: oracle = credit in proportion to the world's known per-token relevance;
-#: ``abc@L`` (e.g. ``abc@0``, ``abc@0,1``) is ABC reading the RM's layer(s) L instead of
-#: the preset's ``abc_layers``, so several credit maps of one RM compare in one run
-METHODS = ("oracle", "sparse", "abc", "uniform", "abcd", "pbrs")
+#: ``abc-centred`` = ABC spreading only the score's deviation from its running mean
+#: (:class:`~llm_gym.wrappers.ScoreBaseline`); ``abc@L`` (e.g. ``abc@0``, ``abc@0,1``) is
+#: ABC reading the RM's layer(s) L instead of the preset's ``abc_layers``, so several
+#: credit maps of one RM compare in one run
+METHODS = ("oracle", "sparse", "abc", "uniform", "abcd", "pbrs", "abc-centred")
 
 
 def abc_layers_of(method: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -172,6 +174,9 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
         "uniform": UniformCredit,
         "abcd": lambda e: GeneratorAttentionCredit(e, generator, beta=preset.beta),
         "pbrs": lambda e: PotentialShaping(e, "reward_model"),
+        "abc-centred": lambda e: AttentionCredit(
+            e, beta=preset.beta, layers=preset.abc_layers, baseline="running_mean"
+        ),
     }
     if method.startswith("abc@"):
         return AttentionCredit(

@@ -39,7 +39,7 @@ adds its shaping terms to that wrapper's token credit.
 """
 
 from llm_gym.wrappers.attention_credit import AttentionCredit
-from llm_gym.wrappers.credit import CreditWrapper, redistribute
+from llm_gym.wrappers.credit import CreditWrapper, ScoreBaseline, redistribute
 from llm_gym.wrappers.generator_credit import GeneratorAttentionCredit
 from llm_gym.wrappers.relevance_credit import RelevanceCredit
 from llm_gym.wrappers.render import credit_ansi, credit_html, credit_png
@@ -60,4 +60,5 @@ __all__ = [
     "credit_html",
     "credit_png",
     "redistribute",
+    "ScoreBaseline",
 ]

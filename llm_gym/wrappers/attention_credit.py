@@ -39,6 +39,10 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
             whose attention is read by scoring the finished episode again.
         tokenizer: the environment's tokenizer, for ``reward_model`` (default: the
             environment's ``tokenizer`` attribute).
+        baseline: the part of R kept on the last token, only R - b being spread
+            (:class:`~llm_gym.wrappers.ScoreBaseline`): ``None`` (the paper's
+            form), a number, or ``"running_mean"`` of earlier scores.
+        baseline_rate: rate of the running mean.
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -60,6 +64,8 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         rollout: bool = False,
         reward_model: RewardModel | str | None = None,
         tokenizer: Any = None,
+        baseline: float | str | None = None,
+        baseline_rate: float = 0.01,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -69,8 +75,10 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
             rollout=rollout,
             reward_model=reward_model,
             tokenizer=tokenizer,
+            baseline=baseline,
+            baseline_rate=baseline_rate,
         )
-        CreditWrapper.__init__(self, env)
+        CreditWrapper.__init__(self, env, baseline, baseline_rate)
         self.beta = check_beta(beta)
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
         self.request = AttentionRequest(layers=layers, heads=heads, rollout=rollout)

@@ -1,17 +1,26 @@
 """The base of the redistribution wrappers: the sparse stream out, token credit in info.
 
-Holds :class:`CreditWrapper`, :func:`redistribute`, :func:`check_beta` and the
-protocol helpers the wrappers share (:func:`episode_ids`, :func:`env_tokenizer`).
+Holds :class:`CreditWrapper`, :func:`redistribute`, :class:`ScoreBaseline`,
+:func:`check_beta` and the protocol helpers the wrappers share
+(:func:`episode_ids`, :func:`env_tokenizer`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["CreditWrapper", "check_beta", "env_tokenizer", "episode_ids", "redistribute"]
+__all__ = [
+    "CreditWrapper",
+    "ScoreBaseline",
+    "check_beta",
+    "env_tokenizer",
+    "episode_ids",
+    "redistribute",
+]
 
 
 def check_beta(beta: float) -> float:
@@ -21,12 +30,71 @@ def check_beta(beta: float) -> float:
     return beta
 
 
-def redistribute(weights: np.ndarray, episode_return: float, beta: float) -> np.ndarray:
-    """r_t = beta * w_t * R + (1 - beta) * R * [t == T]; sums to R when ``weights`` sums to 1."""
+def redistribute(
+    weights: np.ndarray, episode_return: float, beta: float, baseline: float = 0.0
+) -> np.ndarray:
+    """r_t = beta * w_t * (R - b) + [t == T] * ((1 - beta) * (R - b) + b).
+
+    Sums to R when ``weights`` sums to 1, whatever the baseline b; with b = 0 it is
+    the paper's r_t = beta * w_t * R + (1 - beta) * R * [t == T].
+
+    >>> redistribute(np.array([0.5, 0.5]), 2.0, 0.8).tolist()
+    [0.8, 1.2000000000000002]
+    >>> redistribute(np.array([0.5, 0.5]), 2.0, 0.8, baseline=1.5).tolist()
+    [0.2, 1.8]
+    """
     weights = np.asarray(weights, dtype=np.float64)
-    token_rewards = beta * episode_return * weights
-    token_rewards[-1] += (1.0 - beta) * episode_return
+    deviation = episode_return - baseline
+    token_rewards = beta * deviation * weights
+    token_rewards[-1] += (1.0 - beta) * deviation + baseline
     return token_rewards
+
+
+class ScoreBaseline:
+    """The part b of each episode's score that a credit wrapper leaves on the last token.
+
+    Only R - b is spread by the credit map. With b = 0 (the paper's ABC) the map
+    also spreads the average score: when scores are mostly positive, whatever
+    tokens the map favours (for ABC: whatever draws the reward model's attention,
+    whatever its sign) are rewarded for being there, and a PPO policy learns to emit
+    them. ``"running_mean"`` spreads only the deviation from the scores so far.
+
+    Args:
+        baseline: ``None`` or a number (a fixed b), or ``"running_mean"``: the mean
+            of earlier episodes' scores, an exponential moving average once more than
+            ``1 / rate`` episodes have ended. The current episode never enters its
+            own baseline.
+        rate: the moving average's rate.
+
+    Example:
+        >>> b = ScoreBaseline("running_mean", rate=0.5)
+        >>> b.value, b.update(1.0), b.update(3.0), b.update(0.0)
+        (0.0, 1.0, 2.0, 1.0)
+    """
+
+    def __init__(self, baseline: float | str | None = None, rate: float = 0.01) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"rate must be in (0, 1], got {rate}")
+        self.running = baseline == "running_mean"
+        if isinstance(baseline, str) and not self.running:
+            raise ValueError(f"baseline must be None, a number or 'running_mean', got {baseline!r}")
+        value = 0.0 if baseline is None or self.running else float(baseline)  # type: ignore[arg-type]
+        if not math.isfinite(value):
+            raise ValueError(f"baseline must be finite, got {baseline!r}")
+        self.value = value
+        self.rate = float(rate)
+        self.count = 0
+
+    def update(self, score: float) -> float:
+        """Take in a finished episode's score; returns the new baseline."""
+        if self.running and math.isfinite(score):
+            self.count += 1
+            self.value += max(self.rate, 1.0 / self.count) * (score - self.value)
+        return self.value
+
+    def __repr__(self) -> str:
+        kind = "running_mean" if self.running else "fixed"
+        return f"ScoreBaseline({kind}, value={self.value:.4g})"
 
 
 def episode_ids(info: dict[str, Any], wrapper: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,14 +128,18 @@ class CreditWrapper(gym.Wrapper):
     """Returns the environment's rewards unchanged and, when an episode ends, puts
     its return R redistributed over the completion tokens in ``info["token_rewards"]``.
 
-    Subclasses set :attr:`beta` and implement :meth:`credit_weights`. The
+    Subclasses set :attr:`beta` and implement :meth:`credit_weights`; ``baseline``
+    (see :class:`ScoreBaseline`) is the part of R kept on the last token. The
     ``"ansi"`` render shows the last finished completion coloured by token reward.
     """
 
     beta: float = 1.0
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(
+        self, env: gym.Env, baseline: float | str | None = None, baseline_rate: float = 0.01
+    ) -> None:
         super().__init__(env)
+        self.baseline = ScoreBaseline(baseline, baseline_rate)
         self._episode_return = 0.0
         self._steps = 0
         self.last_completion_ids: list[int] | None = None
@@ -94,7 +166,10 @@ class CreditWrapper(gym.Wrapper):
                     f"{type(self).__name__} got {weights.shape[0]} credit weights for a "
                     f"completion of {n_tokens} tokens; expected one weight per token"
                 )
-            token_rewards = redistribute(weights, self._episode_return, self.beta)
+            token_rewards = redistribute(
+                weights, self._episode_return, self.beta, self.baseline.value
+            )
+            self.baseline.update(self._episode_return)
             info["token_rewards"] = token_rewards.tolist()
             self.last_token_rewards = token_rewards
             self.last_completion_ids = info.get("completion_ids")

@@ -30,6 +30,10 @@ class GeneratorAttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         heads: ``"mean"`` or ``"max"`` over heads.
         steps: ``"mean"`` over generation steps or ``"last"``.
         device: where the LM runs; ``"auto"`` uses CUDA when available.
+        baseline: the part of R kept on the last token, only R - b being spread
+            (:class:`~llm_gym.wrappers.ScoreBaseline`): ``None`` (the paper's
+            form), a number, or ``"running_mean"`` of earlier scores.
+        baseline_rate: rate of the running mean.
 
     Example:
         >>> import gymnasium as gym, llm_gym, llm_gym.assets
@@ -52,11 +56,21 @@ class GeneratorAttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         heads: str = "mean",
         steps: str = "mean",
         device: str = "auto",
+        baseline: float | str | None = None,
+        baseline_rate: float = 0.01,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, model=model, beta=beta, layers=layers, heads=heads, steps=steps, device=device
+            self,
+            model=model,
+            beta=beta,
+            layers=layers,
+            heads=heads,
+            steps=steps,
+            device=device,
+            baseline=baseline,
+            baseline_rate=baseline_rate,
         )
-        CreditWrapper.__init__(self, env)
+        CreditWrapper.__init__(self, env, baseline, baseline_rate)
         self.beta = check_beta(beta)
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
         self.generator = GeneratorAttention(

@@ -26,6 +26,10 @@ class RelevanceCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         relevance: ``(prompt_ids, completion_ids) -> array`` of non-negative
             relevance per completion token (absolute values are taken).
         beta: dense share of the credit, in [0, 1].
+        baseline: the part of R kept on the last token, only R - b being spread
+            (:class:`~llm_gym.wrappers.ScoreBaseline`): ``None`` (the paper's
+            form), a number, or ``"running_mean"`` of earlier scores.
+        baseline_rate: rate of the running mean.
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -45,9 +49,13 @@ class RelevanceCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         env: gym.Env,
         relevance: Callable[[np.ndarray, np.ndarray], np.ndarray],
         beta: float = 0.8,
+        baseline: float | str | None = None,
+        baseline_rate: float = 0.01,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, relevance=relevance, beta=beta)
-        CreditWrapper.__init__(self, env)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, relevance=relevance, beta=beta, baseline=baseline, baseline_rate=baseline_rate
+        )
+        CreditWrapper.__init__(self, env, baseline, baseline_rate)
         if not callable(relevance):
             raise TypeError(
                 f"relevance must be a function (prompt_ids, completion_ids) -> array, got {relevance!r}"

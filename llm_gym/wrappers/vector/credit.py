@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
 from llm_gym.rewards import AttentionRequest
-from llm_gym.wrappers.credit import check_beta, redistribute
+from llm_gym.wrappers.credit import ScoreBaseline, check_beta, redistribute
 
 __all__ = ["AttentionCredit", "SparseReward", "UniformCredit", "VectorCreditWrapper"]
 
@@ -34,8 +34,12 @@ class VectorCreditWrapper(VectorWrapper):
 
     beta: float = 1.0
 
-    def __init__(self, env: VectorEnv) -> None:
+    def __init__(
+        self, env: VectorEnv, baseline: float | str | None = None, baseline_rate: float = 0.01
+    ) -> None:
         super().__init__(env)
+        # one baseline for all sub-environments; episodes ending in the same step share it
+        self.baseline = ScoreBaseline(baseline, baseline_rate)
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode != AutoresetMode.NEXT_STEP:
             raise ValueError(
@@ -63,11 +67,13 @@ class VectorCreditWrapper(VectorWrapper):
         self._returns[stepped] += np.asarray(rewards, dtype=np.float64)[stepped]
         self._steps[stepped] += 1
         done = np.asarray(terminated) | np.asarray(truncated)
+        baseline = self.baseline.value
         for i in np.flatnonzero(done & stepped):
             info = _info_of(infos, i)
             n_tokens = len(info["completion_ids"]) if "completion_ids" in info else self._steps[i]
             weights = self.credit_weights(info, n_tokens) if self.beta > 0 else np.zeros(n_tokens)
-            token_rewards = redistribute(weights, self._returns[i], self.beta)
+            token_rewards = redistribute(weights, self._returns[i], self.beta, baseline)
+            self.baseline.update(float(self._returns[i]))
             if "token_rewards" in infos:
                 infos["token_rewards"][i] = token_rewards.tolist()
             else:
@@ -103,9 +109,13 @@ class UniformCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
 
     beta = 1.0
 
-    def __init__(self, env: VectorEnv) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
-        VectorCreditWrapper.__init__(self, env)
+    def __init__(
+        self, env: VectorEnv, baseline: float | str | None = None, baseline_rate: float = 0.01
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, baseline=baseline, baseline_rate=baseline_rate
+        )
+        VectorCreditWrapper.__init__(self, env, baseline, baseline_rate)
 
     def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         return np.full(n_tokens, 1.0 / n_tokens)
@@ -120,7 +130,8 @@ class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
     Args:
         env: a vector env with an ``attention_request`` attribute on its
             unwrapped env (``gym.make_vec("LLMCompletion-v0", ...)``).
-        beta, layers, heads, rollout: as for the single-env wrapper.
+        beta, layers, heads, rollout, baseline, baseline_rate: as for the single-env
+            wrapper (one running-mean baseline serves every sub-environment).
 
     Example:
         >>> import gymnasium as gym, llm_gym
@@ -135,11 +146,19 @@ class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         layers: tuple[int, ...] | int = (-1,),
         heads: str = "mean",
         rollout: bool = False,
+        baseline: float | str | None = None,
+        baseline_rate: float = 0.01,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, beta=beta, layers=layers, heads=heads, rollout=rollout
+            self,
+            beta=beta,
+            layers=layers,
+            heads=heads,
+            rollout=rollout,
+            baseline=baseline,
+            baseline_rate=baseline_rate,
         )
-        VectorCreditWrapper.__init__(self, env)
+        VectorCreditWrapper.__init__(self, env, baseline, baseline_rate)
         self.beta = check_beta(beta)
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
         self.request = AttentionRequest(layers=layers, heads=heads, rollout=rollout)
