@@ -39,7 +39,7 @@ def redistribute(
     the paper's r_t = beta * w_t * R + (1 - beta) * R * [t == T].
 
     >>> redistribute(np.array([0.5, 0.5]), 2.0, 0.8).tolist()
-    [0.8, 1.2000000000000002]
+    [0.8, 1.2]
     >>> redistribute(np.array([0.5, 0.5]), 2.0, 0.8, baseline=1.5).tolist()
     [0.2, 1.8]
     """
