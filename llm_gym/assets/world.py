@@ -4,8 +4,8 @@ Most of a review is neutral movie talk (plot, production, setting), checked free
 of VADER lexicon, booster and negation words; about one sentence in five or six
 is an opinion with one or two sentiment words, sometimes negated, intensified or
 contrasted with "but". Sentiment words are therefore about 2-3% of tokens, so
-in a 32-token completion the score hangs on very few tokens: credit assignment
-is the hard part, as FINDINGS-style experiments require.
+in the default task's 64-token completions the score hangs on very few tokens:
+credit assignment is the hard part.
 
 Text is lower case, words and punctuation separated by single spaces, which the
 word-level tokenizer splits back exactly.
