@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -25,51 +24,15 @@ import numpy as np
 import torch
 
 from llm_gym import assets
-from llm_gym.agents import TokenPPO
-from llm_gym.agents.vec_env import GymnasiumVecEnv
-from llm_gym.experiments.compare import PRESETS, make_method_env
+from llm_gym.agents import sample_completions
+from llm_gym.experiments.compare import PRESETS, make_agent
 from llm_gym.rewards import AttentionRequest, CompletionBatch
 
 
-def train(method: str, updates: int, seed: int) -> TokenPPO:
-    preset = replace(PRESETS["default"], updates=updates)
+def sample(model, n: int, seed: int) -> list[dict]:
+    """One completion per seeded episode: the same prompts, and draws, for every model."""
     torch.manual_seed(seed)
-    env = make_method_env(method, preset)
-    n_steps = env.unwrapped.task.new_tokens[1]
-    model = TokenPPO(
-        "CausalLMPolicy",
-        env,
-        n_envs=preset.n_envs,
-        n_steps=n_steps,
-        batch_size=preset.batch_size,
-        n_epochs=preset.n_epochs,
-        learning_rate=preset.learning_rate,
-        gae_lambda=preset.gae_lambda,
-        kl_coef=preset.kl_coef,
-        kl_target=preset.kl_target,
-        seed=seed,
-        device="cpu",
-    )
-    if updates:
-        model.learn(updates * n_steps * preset.n_envs)
-    return model
-
-
-def sample(model: TokenPPO, n: int, seed: int) -> list[dict]:
-    """One completion per seeded episode (the same prompts for every model)."""
-    venv = GymnasiumVecEnv(gym.make_vec("LLMCompletion-v0", num_envs=n))
-    venv.seed(seed)
-    obs = venv.reset()
-    torch.manual_seed(seed)
-    finished: list[dict | None] = [None] * n
-    while any(info is None for info in finished):
-        actions, _ = model.predict(obs, deterministic=False)
-        obs, _, dones, infos = venv.step(actions)
-        for i in np.flatnonzero(dones):
-            if finished[i] is None:
-                finished[i] = infos[i]
-    venv.close()
-    return finished  # type: ignore[return-value]
+    return sample_completions(model, n_episodes=n, seed=seed)
 
 
 def describe(infos: list[dict], task) -> dict:
@@ -127,11 +90,14 @@ def main() -> None:
 
     task = gym.make("LLMCompletion-v0").unwrapped.task
     tokenizer = task.tokenizer
-    initial = describe(sample(train("sparse", 0, args.seed), args.completions, 123), task)
+    preset = PRESETS["default"]
+    initial_policy = make_agent("sparse", args.seed, preset)
+    initial = describe(sample(initial_policy, args.completions, 123), task)
     stats = {"initial policy": initial}
     for method in args.methods:
         print(f"training {method} for {args.updates} updates ...", flush=True)
-        model = train(method, args.updates, args.seed)
+        model = make_agent(method, args.seed, preset)
+        model.learn(args.updates * model.n_steps * model.n_envs)
         stats[method] = describe(sample(model, args.completions, 123), task)
 
     lines = [

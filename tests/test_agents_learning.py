@@ -38,3 +38,28 @@ def test_sparse_reward_score_goes_up_without_collapse():
     )
     assert after["score"] > before["score"] + 0.5
     assert after["distinct"] > 0.6
+
+
+def test_sample_completions_are_seeded_and_match_evaluate_completions():
+    import numpy as np
+    import torch
+
+    from llm_gym.agents import sample_completions
+
+    env = gym.make("LLMCompletion-v0", max_new_tokens=4)
+    model = TokenPPO("CausalLMPolicy", env, n_envs=2, n_steps=4, seed=0)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        runs.append(sample_completions(model, n_episodes=6, seed=3, max_new_tokens=4))
+    for a, b in zip(*runs, strict=True):
+        assert list(a["prompt_ids"]) == list(b["prompt_ids"])
+        assert list(a["completion_ids"]) == list(b["completion_ids"])
+    # episode i is seeded with seed + i, as a single env seeded that way draws its prompt
+    for i, info in enumerate(runs[0]):
+        single = gym.make("LLMCompletion-v0", max_new_tokens=4).unwrapped
+        single.reset(seed=3 + i)
+        assert np.array_equal(single.prompt_ids, info["prompt_ids"])
+    torch.manual_seed(7)
+    summary = evaluate_completions(model, n_episodes=6, seed=3, max_new_tokens=4)
+    assert summary["score"] == np.mean([info["score"] for info in runs[0]])

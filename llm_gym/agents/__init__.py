@@ -10,7 +10,7 @@
 from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
-from llm_gym.agents.evaluation import evaluate_completions
+from llm_gym.agents.evaluation import evaluate_completions, sample_completions
 from llm_gym.agents.maskable import MaskableCausalLMPolicy, TokenMaskablePPO, top_k_top_p_mask
 from llm_gym.agents.policy import CausalLMPolicy
 from llm_gym.agents.ppo import KLController, TokenPPO, make_token_vec_env
@@ -28,5 +28,6 @@ __all__ = [
     "TokenRewardCallback",
     "evaluate_completions",
     "make_token_vec_env",
+    "sample_completions",
     "top_k_top_p_mask",
 ]

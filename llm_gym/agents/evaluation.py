@@ -1,6 +1,7 @@
 """Sampling completions from a trained agent and summarising them.
 
-Holds :func:`evaluate_completions`: mean score and distinct-token ratio of one
+Holds :func:`sample_completions` (one seeded completion per episode, with its
+info) and :func:`evaluate_completions`: mean score and distinct-token ratio of one
 completion per prompt, the numbers that show learning and collapse.
 """
 
@@ -13,7 +14,45 @@ import numpy as np
 
 from llm_gym.agents.vec_env import GymnasiumVecEnv
 
-__all__ = ["evaluate_completions"]
+__all__ = ["evaluate_completions", "sample_completions"]
+
+
+def sample_completions(
+    model: Any, n_episodes: int = 64, seed: int = 0, deterministic: bool = False, **env_kwargs: Any
+) -> list[dict[str, Any]]:
+    """The last-step info of one sampled completion on each of ``n_episodes`` seeded episodes.
+
+    Episode i of LLMCompletion-v0 is seeded with ``seed + i``, so two models can be
+    compared on the same prompts; each info holds ``prompt_ids``, ``completion_ids``,
+    ``score`` and ``text``. ``env_kwargs`` are options of ``LLMCompletion-v0``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from llm_gym.agents import TokenPPO
+        >>> env = gym.make("LLMCompletion-v0", max_new_tokens=4)
+        >>> model = TokenPPO("CausalLMPolicy", env, n_envs=2, n_steps=4)
+        >>> infos = sample_completions(model, n_episodes=3, max_new_tokens=4)
+        >>> [len(info["completion_ids"]) for info in infos]
+        [4, 4, 4]
+    """
+    venv = GymnasiumVecEnv(gym.make_vec("LLMCompletion-v0", num_envs=n_episodes, **env_kwargs))
+    expected = getattr(model, "observation_space", venv.observation_space)
+    if expected != venv.observation_space:
+        raise ValueError(
+            f"the evaluation env gives observations {venv.observation_space} but the model expects "
+            f"{expected}; pass the model's max_prompt_tokens / max_new_tokens as env_kwargs"
+        )
+    venv.seed(seed)
+    obs = venv.reset()
+    finished: list[dict[str, Any] | None] = [None] * n_episodes
+    while any(info is None for info in finished):
+        actions, _ = model.predict(obs, deterministic=deterministic)
+        obs, _, dones, infos = venv.step(actions)
+        for i in np.flatnonzero(dones):
+            if finished[i] is None:
+                finished[i] = infos[i]
+    venv.close()
+    return finished  # type: ignore[return-value]
 
 
 def evaluate_completions(
@@ -41,26 +80,10 @@ def evaluate_completions(
         >>> sorted(evaluate_completions(model, n_episodes=4, max_new_tokens=4))
         ['distinct', 'length', 'score']
     """
-    venv = GymnasiumVecEnv(gym.make_vec("LLMCompletion-v0", num_envs=n_episodes, **env_kwargs))
-    expected = getattr(model, "observation_space", venv.observation_space)
-    if expected != venv.observation_space:
-        raise ValueError(
-            f"the evaluation env gives observations {venv.observation_space} but the model expects "
-            f"{expected}; pass the model's max_prompt_tokens / max_new_tokens as env_kwargs"
-        )
-    venv.seed(seed)
-    obs = venv.reset()
-    finished: list[dict[str, Any] | None] = [None] * n_episodes
-    while any(info is None for info in finished):
-        actions, _ = model.predict(obs, deterministic=deterministic)
-        obs, _, dones, infos = venv.step(actions)
-        for i in np.flatnonzero(dones):
-            if finished[i] is None:
-                finished[i] = infos[i]
-    venv.close()
-    completions = [info["completion_ids"] for info in finished]  # type: ignore[index]
+    finished = sample_completions(model, n_episodes, seed, deterministic, **env_kwargs)
+    completions = [info["completion_ids"] for info in finished]
     return {
-        "score": float(np.mean([info["score"] for info in finished])),  # type: ignore[index]
+        "score": float(np.mean([info["score"] for info in finished])),
         "distinct": float(np.mean([len(set(c)) / len(c) for c in completions])),
         "length": float(np.mean([len(c) for c in completions])),
     }

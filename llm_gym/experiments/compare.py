@@ -203,23 +203,16 @@ def _horizon(env: gym.Env) -> int:
     return int(env.unwrapped.task.new_tokens[1])
 
 
-def run_one(
-    method: str, seed: int, preset: ComparePreset, out_dir: Path, threads: int | None = None
-) -> list[dict[str, Any]]:
-    """Train one run; returns one row per update (method, seed, update, score, kl, length)."""
-    import shutil
-
+def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
+    """The TokenPPO that one (method, seed) run of ``preset`` trains, untrained."""
     import torch
-    from stable_baselines3.common.logger import configure
 
     from llm_gym.agents import TokenPPO
 
-    if threads:
-        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     env = make_method_env(method, preset)
     n_steps = preset.n_steps or _horizon(env)
-    model = TokenPPO(
+    return TokenPPO(
         "CausalLMPolicy",
         env,
         n_envs=preset.n_envs,
@@ -234,6 +227,21 @@ def run_one(
         seed=seed,
         device="cpu",
     )
+
+
+def run_one(
+    method: str, seed: int, preset: ComparePreset, out_dir: Path, threads: int | None = None
+) -> list[dict[str, Any]]:
+    """Train one run; returns one row per update (method, seed, update, score, kl, length)."""
+    import shutil
+
+    import torch
+    from stable_baselines3.common.logger import configure
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = make_agent(method, seed, preset)
+    env, n_steps = model.env, model.n_steps
     run_dir = out_dir / "tb" / f"{method}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted attempt's logs
     model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
