@@ -68,3 +68,22 @@ def test_bad_csv(tmp_path):
     path.write_text("method,seed,score\nsparse,0,1.0\n")
     with pytest.raises(ValueError, match=r"lacks the columns \['update'\]"):
         load_curves(path)
+
+
+def test_unreached_seeds_count_as_the_run_length_in_the_median_ratio(tmp_path):
+    # sparse reaches its threshold (9) at update 9 on every seed; "stuck" reaches it on
+    # seed 0 at update 2 and never on seeds 1 and 2 (11 updates each)
+    stuck = {0: np.array([0, 5, 9, 9, 9, 9, 9, 9, 9, 9, 9.0]), 1: np.zeros(11), 2: np.ones(11)}
+    rows = [
+        {"method": method, "seed": seed, "update": u, "score": float(v)}
+        for method, runs in (("sparse", {s: np.arange(11.0) for s in range(3)}), ("stuck", stuck))
+        for seed, curve in runs.items()
+        for u, v in enumerate(curve)
+    ]
+    write_long_csv(tmp_path / "c.csv", rows)
+    _, summaries = summarise(load_curves(tmp_path / "c.csv"))
+    by = {s.method: s for s in summaries}
+    assert by["stuck"].seeds_reaching == 1
+    assert by["stuck"].median_updates_per_seed == 11
+    # not 2 / 9 from the one seed that reached: median of 2/9, 11/9, 11/9
+    assert by["stuck"].median_ratio_per_seed == pytest.approx(11 / 9)

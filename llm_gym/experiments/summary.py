@@ -114,8 +114,8 @@ def summarise(
 
     The threshold is ``fraction`` of the baseline's best seed-mean (smoothed)
     score. Updates-to-threshold is read off the seed-mean curve and, per seed,
-    off each seed's own curve (unreached seeds count as the run length for the
-    median). Paired differences compare each method's mean score over the run
+    off each seed's own curve; a seed that never reaches it counts as the run
+    length, in the per-seed updates and in its ratio to the baseline's seed. Paired differences compare each method's mean score over the run
     with the baseline's on the same seed (seeds share prompts).
     Returns ``(threshold, summaries)``.
     """
@@ -125,10 +125,13 @@ def summarise(
     threshold = fraction * float(base_curve.max())
     base_steps = updates_to_threshold(base_curve, threshold)
     base_seed_means = {s: float(curves.values[baseline][s].mean()) for s in curves.seeds(baseline)}
-    base_seed_steps = {
-        s: updates_to_threshold(smooth(curves.values[baseline][s], smoothing), threshold)
-        for s in curves.seeds(baseline)
-    }
+    # unreached seeds count as their run length, here and below, so that a method whose
+    # seeds mostly never reach the threshold cannot get a small median from the few that do
+    base_seed_steps = {}
+    for s in curves.seeds(baseline):
+        run = curves.values[baseline][s]
+        reached = updates_to_threshold(smooth(run, smoothing), threshold)
+        base_seed_steps[s] = len(run) if reached is None else reached
     summaries = []
     for method in curves.methods:
         mean_curve = curves.seed_mean(method)
@@ -139,8 +142,8 @@ def summarise(
             run = curves.values[method][seed]
             reached = updates_to_threshold(smooth(run, smoothing), threshold)
             per_seed.append(len(run) if reached is None else reached)
-            if reached is not None and base_seed_steps.get(seed):
-                ratios.append(reached / base_seed_steps[seed])
+            if base_seed_steps.get(seed):
+                ratios.append(per_seed[-1] / base_seed_steps[seed])
         diffs = [
             float(curves.values[method][s].mean()) - base_seed_means[s]
             for s in curves.seeds(method)
