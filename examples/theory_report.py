@@ -1,7 +1,8 @@
 """Regenerate docs/theory_report.md: reward-shaping claims checked exactly on token trees.
 
 Sections: (1) potential-based shaping, (2) redistribution (ABC, uniform, ABC-D)
-at gamma = 1 and gamma < 1, (3) a negative control (a per-token bonus), (5) sample
+at gamma = 1 and gamma < 1, (3) a negative control (a per-token bonus), (4) the
+expected policy-gradient update under redistribution and a score offset, (5) sample
 efficiency of stock stable-baselines3 algorithms (examples/theory_sample_efficiency.py).
 
 Usage: python examples/theory_report.py [--trees 6] [--seeds 3] [--budget 4000]
@@ -21,6 +22,7 @@ import torch
 
 from llm_gym.envs import TokenTreeEnv
 from llm_gym.envs.token_tree_models import tiny_causal_lm
+from llm_gym.rewards import RewardModel
 from llm_gym.theory import compare_solutions, enumerate_tree, is_policy_invariant, solve
 from llm_gym.wrappers import (
     AttentionCredit,
@@ -152,6 +154,72 @@ def efficiency_task_credit() -> str:
     return "\n".join(lines)
 
 
+class ScoreOffset(RewardModel):
+    """A reward model's scores plus ``offset``, with its attention unchanged."""
+
+    supports_attention = True
+
+    def __init__(self, model: RewardModel, offset: float) -> None:
+        self.model, self.offset = model, offset
+
+    def score(self, batch, attention=None):
+        output = self.model.score(batch, attention)
+        output.scores = np.asarray(output.scores) + self.offset
+        return output
+
+
+#: the policy's mean score, in units of its score standard deviation, that the offset sets
+MEAN_SCORES = (0.0, 1.0, 3.0)
+
+
+def _flat(gradient: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([g.ravel() for g in gradient])
+
+
+def gradient_alignment(trees: int) -> list[str]:
+    """Cosine between each credit scheme's expected PPO-style update and the true gradient."""
+    schemes = ("ABC beta=0.8", "ABC beta=0.8, centred", "uniform")
+    header = "| credit | " + " | ".join(f"mean score {m:g} sd" for m in MEAN_SCORES) + " |"
+    rows = [header, "|---|" + "---|" * len(MEAN_SCORES)]
+    cosines = {(name, m): [] for name in schemes for m in MEAN_SCORES}
+    for seed in range(trees):
+        rm = TokenTreeEnv(N_TOKENS, HORIZON, reward_seed=seed).reward_model
+        rng = np.random.default_rng(1000 + seed)
+        logits = [rng.normal(scale=0.5, size=(N_TOKENS**t, N_TOKENS)) for t in range(HORIZON)]
+        policy = [np.exp(z) / np.exp(z).sum(1, keepdims=True) for z in logits]
+        plain = solve(TokenTreeEnv(N_TOKENS, HORIZON, reward=rm))
+        reach = plain.visit_probabilities(policy)
+        p_sequence = (reach[-1][:, None] * policy[-1]).reshape(-1)
+        scores = plain.returns[:, 0]
+        mean = float(p_sequence @ scores)
+        sd = float(np.sqrt(p_sequence @ (scores - mean) ** 2))
+        for m in MEAN_SCORES:
+            env = TokenTreeEnv(N_TOKENS, HORIZON, reward=ScoreOffset(rm, m * sd - mean))
+            sparse = solve(env)
+            true = _flat(sparse.policy_gradient(policy))
+            mean_score = sparse.policy_value(policy)  # the baseline a running mean tracks
+            wrappers = {
+                "ABC beta=0.8": lambda e: AttentionCredit(e, beta=0.8),
+                "ABC beta=0.8, centred": lambda e, b=mean_score: AttentionCredit(
+                    e, beta=0.8, baseline=b
+                ),
+                "uniform": UniformCredit,
+            }
+            for name, wrapper in wrappers.items():
+                tree = enumerate_tree(wrapper(env))
+                env.attention_request = None
+                update = _flat(solve(tree, view="token_rewards").policy_gradient(policy))
+                cosine = update @ true / (np.linalg.norm(update) * np.linalg.norm(true))
+                cosines[(name, m)].append(float(cosine))
+    for name in schemes:
+        cells = []
+        for m in MEAN_SCORES:
+            values = np.array(cosines[(name, m)])
+            cells.append(f"{values.mean():.3f} (min {values.min():.3f})")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
 class TokenBonus(gym.Wrapper):
     """+1 whenever ``token`` is emitted: not a potential difference."""
 
@@ -179,6 +247,7 @@ def main() -> None:
     shaping = potential_shaping(args.trees)
     credit, credit_examples = redistribution(args.trees)
     control, control_example = negative_control(args.trees)
+    alignment = gradient_alignment(args.trees)
     efficiency_credit = efficiency_task_credit()
     efficiency = sample_efficiency(seeds=args.seeds, budget=args.budget)
     template = (Path(__file__).parent / "theory_report_template.md").read_text()
@@ -194,6 +263,7 @@ def main() -> None:
         credit_examples="\n".join(credit_examples) or "(none)",
         control="\n".join(control),
         control_example=control_example,
+        alignment="\n".join(alignment),
         efficiency=efficiency,
         efficiency_credit=efficiency_credit,
         seconds=f"{time.perf_counter() - start:.0f}",

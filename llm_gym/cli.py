@@ -72,6 +72,7 @@ def _compare(args: argparse.Namespace) -> None:
         "learning_rate": args.lr,
         "gae_lambda": args.gae_lambda,
         "kl_target": args.kl_target,
+        "kl_horizon": args.kl_horizon,
         "reward_model": args.reward_model,
         "abc_layers": tuple(args.abc_layers) if args.abc_layers else None,
         "max_new_tokens": _parse_range(args.new_tokens) if args.new_tokens else None,
@@ -154,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument("--lr", type=float, default=None)
     compare.add_argument("--gae-lambda", type=float, default=None)
     compare.add_argument("--kl-target", type=float, default=None)
+    compare.add_argument(
+        "--kl-horizon",
+        type=int,
+        default=None,
+        help="timesteps over which the KL coefficient moves by its clipped error (default 10000; "
+        "smaller adapts faster)",
+    )
     compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
     compare.add_argument(
         "--policy", default=None, help="causal LM to train: hub id or folder (default: embedded)"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from llm_gym.cli import main as cli_main
-from llm_gym.experiments.compare import ComparePreset, make_method_env, run_compare
-from llm_gym.experiments.summary import load_curves, summarise
+from llm_gym.experiments.compare import ComparePreset, make_agent, make_method_env, run_compare
+from llm_gym.experiments.summary import kl_matched_table, load_curves, summarise
 
 
 @pytest.mark.slow
@@ -25,7 +25,7 @@ def test_compare_writes_curves_plot_and_summary(tmp_path):
         fidelity_completions=8,
     )
     summary = run_compare(preset, tmp_path, progress=False, smoothing=1)
-    for name in ("curves.csv", "curves.png", "summary.md"):
+    for name in ("curves.csv", "curves.png", "kl_frontier.png", "summary.md"):
         assert (tmp_path / name).stat().st_size > 0
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     with open(tmp_path / "curves.csv", newline="") as handle:
@@ -40,6 +40,14 @@ def test_compare_writes_curves_plot_and_summary(tmp_path):
         assert f"| {s.method} | 1 | {s.final:.3f} | {s.best:.3f} | {s.mean:.3f} " in summary
     assert "## Credit fidelity" in summary and "| oracle | " in summary
     assert "| abc | " in summary.split("KL per completion")[1]  # the KL / length table
+    # the KL-matched table too, with budgets of a third, two thirds and all of the KL target
+    matched = kl_matched_table(
+        load_curves(tmp_path / "curves.csv"),
+        load_curves(tmp_path / "curves.csv", column="kl"),
+        budgets=(2.0, 4.0, 6.0),
+        smoothing=1,
+    )
+    assert "| method | best score at KL <= 2 nats |" in matched and matched in summary
 
 
 def test_every_method_builds_its_wrapper():
@@ -131,6 +139,34 @@ def test_compare_resumes_and_only_trains_missing_runs(tmp_path, monkeypatch):
         run_compare(replace(preset, learning_rate=1e-4), tmp_path, progress=False)
     assert calls == []
     assert len(list(csv.DictReader(open(tmp_path / "curves.csv", newline="")))) == 27
+
+
+def test_compare_resumes_a_folder_written_before_a_setting_existed(tmp_path, monkeypatch):
+    import json
+
+    import llm_gym.experiments.compare as compare
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(compare, "run_one", _fake_run(calls))
+    preset = ComparePreset(methods=("sparse",), seeds=1, updates=2)
+    run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["kl_horizon"]  # as written before kl_horizon was a setting
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    # the missing setting held its default then: same runs, nothing retrained
+    calls.clear()
+    run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
+    assert calls == []
+    assert json.loads((tmp_path / "config.json").read_text())["kl_horizon"] == 10_000
+    with pytest.raises(ValueError, match="kl_horizon: 10000 there, 2000 now"):
+        run_compare(replace(preset, kl_horizon=2000), tmp_path, progress=False)
+    assert calls == []
+
+
+def test_make_agent_uses_the_presets_kl_controller():
+    agent = make_agent("sparse", 0, ComparePreset(n_envs=2, max_new_tokens=4, kl_horizon=500))
+    assert (agent.kl.target, agent.kl.horizon) == (6.0, 500)
 
 
 def test_compare_refuses_a_folder_of_unknown_runs(tmp_path, monkeypatch):

@@ -87,3 +87,33 @@ def test_unreached_seeds_count_as_the_run_length_in_the_median_ratio(tmp_path):
     assert by["stuck"].median_updates_per_seed == 11
     # not 2 / 9 from the one seed that reached: median of 2/9, 11/9, 11/9
     assert by["stuck"].median_ratio_per_seed == pytest.approx(11 / 9)
+
+
+def test_best_within_kl_reads_scores_only_where_kl_is_within_budget():
+    from llm_gym.experiments.summary import Curves, best_within_kl, kl_matched_table
+
+    # sparse climbs in score and KL together; abc scores higher only past 4 nats
+    scores = Curves(
+        {
+            "sparse": {0: np.array([0.0, 1, 2, 3]), 1: np.array([0.0, 1, 1, 1])},
+            "abc": {0: np.array([0.0, 0.5, 5, 6]), 1: np.array([0.0, 2, 2, 9])},
+        }
+    )
+    kls = Curves(
+        {
+            "sparse": {0: np.array([0.0, 1, 2, 3]), 1: np.array([0.0, 1, 2, 3])},
+            "abc": {0: np.array([0.0, 2, 5, 6]), 1: np.array([0.0, 1, 3, 8])},
+        }
+    )
+    best = best_within_kl(scores, kls, budget=4.0)
+    assert best == {"sparse": {0: 3.0, 1: 1.0}, "abc": {0: 0.5, 1: 2.0}}
+    # a budget below every update's KL leaves the seed out rather than inventing a score
+    assert best_within_kl(scores, kls, budget=-1.0) == {"sparse": {}, "abc": {}}
+
+    table = kl_matched_table(scores, kls, budgets=[4.0, 10.0])
+    lines = table.splitlines()
+    assert lines[0] == "| method | best score at KL <= 4 nats | best score at KL <= 10 nats |"
+    # abc at <= 4 nats: mean(0.5, 2) = 1.25, paired (0.5 - 3, 2 - 1) -> -0.75 ± 1.75;
+    # at <= 10 nats: mean(6, 9) = 7.5, paired (6 - 3, 9 - 1) -> +5.5 ± 2.5
+    assert lines[3] == "| abc | 1.250 (-0.750 ± 1.750) | 7.500 (+5.500 ± 2.500) |"
+    assert lines[2] == "| sparse | 2.000 | 2.000 |"

@@ -8,6 +8,7 @@ import pytest
 
 from llm_gym.envs import TokenTreeEnv
 from llm_gym.envs.token_tree_models import tiny_causal_lm
+from llm_gym.rewards.base import RewardModel
 from llm_gym.theory import (
     compare_solutions,
     enumerate_tree,
@@ -168,3 +169,70 @@ def test_token_bonus_is_not_policy_invariant():
     assert not report.invariant and not report.sequences_kept
     assert report.changes[0].prefix == () and report.changes[0].wrapped_actions == (worst_first,)
     assert "NOT invariant" in report.summary()
+
+
+def _softmax_policy(n_tokens: int, horizon: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    logits = [rng.normal(size=(n_tokens**t, n_tokens)) for t in range(horizon)]
+    return [np.exp(z) / np.exp(z).sum(1, keepdims=True) for z in logits]
+
+
+def test_policy_gradient_is_the_gradient_of_the_policy_value():
+    env = TokenTreeEnv(3, 3, reward=table_reward(3, 3, seed=4))
+    solution = solve(env)
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(size=(3**t, 3)) for t in range(3)]
+
+    def value(z):
+        return solution.policy_value([np.exp(x) / np.exp(x).sum(1, keepdims=True) for x in z])
+
+    grad = solution.policy_gradient([np.exp(z) / np.exp(z).sum(1, keepdims=True) for z in logits])
+    eps = 1e-6
+    for t in range(3):
+        numeric = np.zeros_like(logits[t])
+        for index in np.ndindex(logits[t].shape):
+            up = [z.copy() for z in logits]
+            down = [z.copy() for z in logits]
+            up[t][index] += eps
+            down[t][index] -= eps
+            numeric[index] = (value(up) - value(down)) / (2 * eps)
+        np.testing.assert_allclose(grad[t], numeric, atol=1e-8)
+
+
+class _ConstantScore(RewardModel):
+    """The tiny transformer RM's attention with every score replaced by ``value``."""
+
+    supports_attention = True
+
+    def __init__(self, model: RewardModel, value: float) -> None:
+        self.model, self.value = model, value
+
+    def score(self, batch, attention=None):
+        output = self.model.score(batch, attention)
+        output.scores = np.full(len(batch), self.value)
+        return output
+
+
+def test_abc_moves_the_policy_under_a_constant_score_and_centring_does_not():
+    """With R = c for every completion nothing should be learned; ABC's per-token credit
+    still pushes the policy (its a_t is normalised over the whole completion, so a token
+    that draws attention takes credit from earlier tokens), and spreading R - c does not."""
+    rm = TokenTreeEnv(3, 3, reward_seed=1).reward_model
+    env = TokenTreeEnv(3, 3, reward=_ConstantScore(rm, 2.0))
+    policy = _softmax_policy(3, 3, seed=0)
+
+    def gradient(wrapper, view="token_rewards"):
+        tree = enumerate_tree(wrapper(env) if wrapper else env)
+        env.attention_request = None
+        return np.concatenate([g.ravel() for g in solve(tree, view=view).policy_gradient(policy)])
+
+    assert np.abs(gradient(None, "stream")).max() < 1e-12
+    assert np.abs(gradient(UniformCredit)).max() < 1e-12
+    assert np.abs(gradient(lambda e: AttentionCredit(e, beta=0.8, baseline=2.0))).max() < 1e-12
+    abc = gradient(lambda e: AttentionCredit(e, beta=0.8))
+    assert np.abs(abc).max() > 1e-3
+    # the drift is linear in the score: doubling c doubles it
+    env = TokenTreeEnv(3, 3, reward=_ConstantScore(rm, 4.0))
+    np.testing.assert_allclose(
+        gradient(lambda e: AttentionCredit(e, beta=0.8)), 2 * abc, atol=1e-12
+    )

@@ -7,6 +7,7 @@ methods are paired. Outputs, in the output folder:
 
 - ``curves.csv``: per-update mean score, KL, completion length per method and seed;
 - ``curves.png``: mean and spread over seeds per method;
+- ``kl_frontier.png``: seed-mean score against seed-mean KL to the reference per method;
 - ``summary.md``: the comparison table (:mod:`llm_gym.experiments.summary`) and
   the credit fidelity of each credit map used;
 - ``tb/``: TensorBoard logs per run.
@@ -18,7 +19,7 @@ import csv
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ import numpy as np
 
 import llm_gym  # noqa: F401  (registers the environments)
 from llm_gym import assets
-from llm_gym.experiments.summary import load_curves, markdown_table, summarise, write_long_csv
+from llm_gym.experiments.summary import (
+    kl_matched_table,
+    load_curves,
+    markdown_table,
+    summarise,
+    write_long_csv,
+)
 
 __all__ = ["METHODS", "PRESETS", "ComparePreset", "make_method_env", "run_compare"]
 
@@ -92,6 +99,7 @@ class ComparePreset:
     abc_layers: tuple[int, ...] = (-1,)
     kl_coef: float = 0.05
     kl_target: float | None = 6.0
+    kl_horizon: int = 10_000  # timesteps over which the KL coefficient moves by its clipped error
     reward_model: str = "default"
     max_new_tokens: int | tuple[int, int] | None = None
     policy: str | None = None  # hub id or folder of a causal LM; None: the embedded LM
@@ -223,6 +231,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
         gae_lambda=preset.gae_lambda,
         kl_coef=preset.kl_coef,
         kl_target=preset.kl_target,
+        kl_horizon=preset.kl_horizon,
         policy_kwargs=_policy_kwargs(preset, env),
         seed=seed,
         device="cpu",
@@ -358,11 +367,45 @@ def plot_curves(csv_path: Path, png_path: Path, smoothing: int = 5) -> None:
     plt.close(fig)
 
 
+def plot_kl_frontier(csv_path: Path, png_path: Path, smoothing: int = 5) -> None:
+    """Seed-mean score against seed-mean KL per completion, one line per method over updates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llm_gym.experiments.summary import smooth
+
+    scores, kls = load_curves(csv_path), load_curves(csv_path, column="kl")
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for method in scores.methods:
+        ax.plot(
+            smooth(kls.seed_mean(method), smoothing),
+            smooth(scores.seed_mean(method), smoothing),
+            label=f"{method} ({len(scores.seeds(method))} seeds)",
+        )
+    ax.set_xlabel(f"KL per completion to the reference, nats (moving average of {smoothing})")
+    ax.set_ylabel("mean score per batch")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def _default(field_: Any) -> Any:
+    return field_.default_factory() if field_.default is MISSING else field_.default
+
+
+def _json_values(config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
+
+
 def _run_config(preset: ComparePreset) -> dict[str, Any]:
     config = asdict(preset)
     for name in _RUN_INDEPENDENT_FIELDS:
         config.pop(name)
-    return json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
+    return _json_values(config)
 
 
 def _finished_runs(out: Path, preset: ComparePreset) -> list[dict[str, Any]]:
@@ -370,7 +413,9 @@ def _finished_runs(out: Path, preset: ComparePreset) -> list[dict[str, Any]]:
     config_path, csv_path = out / "config.json", out / "curves.csv"
     config = _run_config(preset)
     if config_path.exists():
-        stored = json.loads(config_path.read_text())
+        # a setting added after the folder was written held its default value then
+        defaults = {f.name: _default(f) for f in fields(ComparePreset) if f.name in config}
+        stored = _json_values(defaults) | json.loads(config_path.read_text())
         changed = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
         if changed:
             details = ", ".join(
@@ -491,6 +536,7 @@ def write_report(
         write_long_csv(merged, rows)
     plot_curves(merged, out / "curves.png", smoothing)
     threshold, summaries = summarise(load_curves(merged), smoothing=smoothing)
+    has_kl = any(np.isfinite(float(row.get("kl") or "nan")) for row in rows)
     parts = [
         "# llm-gym compare",
         "",
@@ -509,6 +555,26 @@ def write_report(
         "",
         kl_table(rows),
     ]
+    if has_kl:
+        plot_kl_frontier(merged, out / "kl_frontier.png", smoothing)
+        target = preset.kl_target or 6.0
+        parts += [
+            "",
+            "## KL-matched scores",
+            "",
+            f"Per seed, the best score (moving average of {smoothing}) among updates whose KL to "
+            "the reference (same moving average) stayed within the budget; in brackets the paired "
+            "difference against sparse on the same seeds (± standard error). A method that scores "
+            "more only by drifting further from the reference gains nothing here. "
+            "`kl_frontier.png` plots score against KL.",
+            "",
+            kl_matched_table(
+                load_curves(merged),
+                load_curves(merged, column="kl"),
+                budgets=(target / 3, 2 * target / 3, target),
+                smoothing=smoothing,
+            ),
+        ]
     if fidelity:
         methods = sorted({row["method"] for row in rows})
         parts += [

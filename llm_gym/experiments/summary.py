@@ -17,6 +17,8 @@ import numpy as np
 __all__ = [
     "Curves",
     "MethodSummary",
+    "best_within_kl",
+    "kl_matched_table",
     "load_curves",
     "markdown_table",
     "summarise",
@@ -202,6 +204,64 @@ def markdown_table(summaries: Iterable[MethodSummary], baseline: str = "sparse")
             f"| {_fmt(s.median_updates_per_seed, '.1f')} ({_fmt(s.median_ratio_per_seed)}) "
             f"| {s.seeds_reaching}/{s.seeds} | {paired} |"
         )
+    return "\n".join(rows)
+
+
+def best_within_kl(
+    scores: Curves, kls: Curves, budget: float, smoothing: int = 1
+) -> dict[str, dict[int, float]]:
+    """Per method and seed, the best (smoothed) score over updates whose (smoothed) KL is <= ``budget``.
+
+    A KL-matched view of a comparison: a method that scores more only by moving
+    further from the reference model gains nothing here. Seeds with no update
+    within the budget are left out.
+    """
+    best: dict[str, dict[int, float]] = {}
+    for method in scores.methods:
+        best[method] = {}
+        for seed in scores.seeds(method):
+            score = smooth(scores.values[method][seed], smoothing)
+            kl = smooth(kls.values[method][seed], smoothing)
+            within = kl[: len(score)] <= budget
+            if within.any():
+                best[method][seed] = float(score[: len(kl)][within].max())
+    return best
+
+
+def kl_matched_table(
+    scores: Curves,
+    kls: Curves,
+    budgets: Sequence[float],
+    baseline: str = "sparse",
+    smoothing: int = 1,
+) -> str:
+    """Markdown: per method and KL budget, the seed-mean of :func:`best_within_kl` and its
+    paired difference against ``baseline`` on the same seeds (± standard error)."""
+    by_budget = [best_within_kl(scores, kls, b, smoothing) for b in budgets]
+    rows = [
+        "| method | " + " | ".join(f"best score at KL <= {b:g} nats" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for method in scores.methods:
+        cells = []
+        for best in by_budget:
+            mine, base = best[method], best.get(baseline, {})
+            if not mine:
+                cells.append("-")
+                continue
+            cell = f"{np.mean(list(mine.values())):.3f}"
+            diffs = [mine[s] - base[s] for s in mine if s in base]
+            if method != baseline and diffs:
+                cell += f" ({np.mean(diffs):+.3f}"
+                cell += (
+                    f" ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.3f})"
+                    if len(diffs) > 1
+                    else ")"
+                )
+            if len(mine) < len(scores.seeds(method)):
+                cell += f" [{len(mine)}/{len(scores.seeds(method))} seeds]"
+            cells.append(cell)
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

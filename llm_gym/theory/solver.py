@@ -120,6 +120,37 @@ class Solution:
             v.append((table[t] * q_t).sum(axis=1))
         return v, q
 
+    def visit_probabilities(self, policy: Policy) -> list[np.ndarray]:
+        """Probability that ``policy`` reaches each state, per depth: ``d[t]`` is (n_actions**t,)."""
+        table = self._policy_table(policy)
+        reach = [np.ones(1)]
+        for t in range(self.tree.horizon - 1):
+            reach.append((reach[t][:, None] * table[t]).reshape(-1))
+        return reach
+
+    def policy_gradient(self, policy: Policy) -> list[np.ndarray]:
+        """The expected policy-gradient update of a tabular softmax ``policy`` in this view.
+
+        ``g[t][s, a] = d(s) * pi(a | s) * (Q^pi(s, a) - V^pi(s))``: the expectation of
+        REINFORCE with returns-to-go, ``sum_t grad log pi(a_t | s_t) * G_t``, taken with
+        respect to the logits of every state (no ``gamma**t`` factor, as learners use it).
+        In the stream view at gamma = 1 it is the gradient of the expected return; in the
+        token_rewards view of a redistribution wrapper it is what a learner that credits
+        each token with the rewards at and after it follows, which can differ even though
+        every completion's return is the same.
+
+        Example:
+            >>> import gymnasium as gym, llm_gym
+            >>> env = gym.make("TokenTree-v0", n_tokens=2, horizon=2, reward=lambda ids: ids[0])
+            >>> grad = solve(env).policy_gradient(lambda prefix: [0.5, 0.5])
+            >>> grad[0].tolist(), grad[1].tolist()
+            ([[-0.25, 0.25]], [[0.0, 0.0], [0.0, 0.0]])
+        """
+        table = self._policy_table(policy)
+        v, q = self.evaluate(table)
+        reach = self.visit_probabilities(table)
+        return [reach[t][:, None] * table[t] * (q[t] - v[t][:, None]) for t in range(len(q))]
+
     def policy_value(self, policy: Policy) -> float:
         """V^pi of the start state."""
         return float(self.evaluate(policy)[0][0][0])
