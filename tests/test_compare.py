@@ -273,3 +273,22 @@ def test_compare_trains_a_users_own_policy_tokenizer_rm_and_prompts(
     )
     assert env.action_space.n == len(tok) + 3
     assert env.unwrapped.task.prompt_texts == ["the film was", "a movie"]
+
+
+def test_report_lists_methods_in_the_order_asked(tmp_path, monkeypatch):
+    import llm_gym.experiments.compare as compare
+
+    monkeypatch.setattr(compare, "run_one", _fake_run([]))
+    preset = ComparePreset(methods=("sparse", "abc"), seeds=2, updates=3)
+    run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
+    # a later call adds a method and asks for another order: tables and CSV follow it
+    later = replace(preset, methods=("uniform", "abc", "sparse"))
+    summary = run_compare(later, tmp_path, progress=False, smoothing=1, fidelity=False)
+    table = summary.split("| method | seeds |")[1].split("\n\n")[0]
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+        "| uniform",
+        "| abc",
+        "| sparse",
+    ]
+    rows = list(csv.DictReader(open(tmp_path / "curves.csv", newline="")))
+    assert [r["method"] for r in rows[::3]] == ["uniform", "abc", "sparse"] * 2

@@ -531,9 +531,13 @@ def write_report(
     for path in csv_paths:
         with open(path, newline="") as handle:
             rows += list(csv.DictReader(handle))
+    # tables and plot list methods as the preset does, then any others as they appear
+    rank = {m: i for i, m in enumerate(preset.methods)}
+    for row in rows:
+        rank.setdefault(row["method"], len(rank))
+    rows.sort(key=lambda r: (int(r["seed"]), rank[r["method"]], int(r["update"])))
     merged = out / "curves.csv"
-    if [Path(p).resolve() for p in csv_paths] != [merged.resolve()]:
-        write_long_csv(merged, rows)
+    write_long_csv(merged, rows)
     plot_curves(merged, out / "curves.png", smoothing)
     threshold, summaries = summarise(load_curves(merged), smoothing=smoothing)
     has_kl = any(np.isfinite(float(row.get("kl") or "nan")) for row in rows)
