@@ -569,8 +569,9 @@ def write_report(
             f"Per seed, the best score (moving average of {smoothing}) among updates whose KL to "
             "the reference (same moving average) stayed within the budget; in brackets the paired "
             "difference against sparse on the same seeds (± standard error). A method that scores "
-            "more only by drifting further from the reference gains nothing here. "
-            "`kl_frontier.png` plots score against KL.",
+            "more only by drifting further from the reference gains nothing here. A method whose "
+            "KL rises slowly spends more updates inside a budget, which the table also rewards: "
+            "read it with `kl_frontier.png`, score against KL.",
             "",
             kl_matched_table(
                 load_curves(merged),
