@@ -539,7 +539,8 @@ def write_report(
     merged = out / "curves.csv"
     write_long_csv(merged, rows)
     plot_curves(merged, out / "curves.png", smoothing)
-    threshold, summaries = summarise(load_curves(merged), smoothing=smoothing)
+    scores = load_curves(merged)
+    threshold, summaries = summarise(scores, smoothing=smoothing)
     has_kl = any(np.isfinite(float(row.get("kl") or "nan")) for row in rows)
     parts = [
         "# llm-gym compare",
@@ -574,7 +575,7 @@ def write_report(
             "read it with `kl_frontier.png`, score against KL.",
             "",
             kl_matched_table(
-                load_curves(merged),
+                scores,
                 load_curves(merged, column="kl"),
                 budgets=(target / 3, 2 * target / 3, target),
                 smoothing=smoothing,
