@@ -15,29 +15,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM
 
 from llm_gym import assets
-from llm_gym.assets.build import sample_completions
+from llm_gym.agents import sample_completions
 from llm_gym.rewards import AttentionRequest, CompletionBatch, HFRewardModel
 from llm_gym.rewards.credit import credit_fidelity
 from llm_gym.rewards.generator import GeneratorAttention
-from llm_gym.rewards.loading import load_pretrained, load_tokenizer
+from llm_gym.rewards.loading import load_tokenizer
 
 
 def completions_of_initial_policy(n: int, new_tokens: int, seed: int) -> CompletionBatch:
-    tokenizer = load_tokenizer(str(assets.TOKENIZER_DIR))
-    lm = load_pretrained(AutoModelForCausalLM, str(assets.LM_DIR)).eval()
-    texts = assets.load_prompts("reviews")
-    rng = np.random.default_rng(seed)
-    prompts = [
-        np.asarray(tokenizer(texts[i], add_special_tokens=False)["input_ids"])
-        for i in rng.integers(len(texts), size=n)
-    ]
-    completions = sample_completions(
-        lm, prompts, new_tokens, seed, tokenizer.eos_token_id, tokenizer.pad_token_id
+    """``n`` completions of the embedded LM on the review prompts, ending at EOS or ``new_tokens``."""
+    infos = sample_completions(
+        str(assets.LM_DIR),
+        n_episodes=n,
+        seed=seed,
+        tokenizer=str(assets.TOKENIZER_DIR),
+        prompts="reviews",
+        task=None,
+        max_prompt_tokens=8,
+        max_new_tokens=new_tokens,
+        reward_model=lambda text: 0.0,  # scored below by each reward model
+        device="cpu",
     )
-    return CompletionBatch(prompts, completions, tokenizer)
+    return CompletionBatch(
+        [np.asarray(info["prompt_ids"]) for info in infos],
+        [np.asarray(info["completion_ids"]) for info in infos],
+        load_tokenizer(str(assets.TOKENIZER_DIR)),
+    )
 
 
 def main() -> None:

@@ -97,7 +97,6 @@ def redistribution(trees: int) -> tuple[list[str], list[str]]:
             env = TokenTreeEnv(N_TOKENS, HORIZON, reward_seed=seed)
             base_tree = enumerate_tree(env)
             wrapped_tree = enumerate_tree(wrapper(env))
-            env.attention_request = None
             for gamma in GAMMAS:
                 report = compare_solutions(
                     solve(base_tree, gamma), solve(wrapped_tree, gamma, view="token_rewards")
@@ -207,7 +206,6 @@ def gradient_alignment(trees: int) -> list[str]:
             }
             for name, wrapper in wrappers.items():
                 tree = enumerate_tree(wrapper(env))
-                env.attention_request = None
                 update = _flat(solve(tree, view="token_rewards").policy_gradient(policy))
                 cosine = update @ true / (np.linalg.norm(update) * np.linalg.norm(true))
                 cosines[(name, m)].append(float(cosine))

@@ -7,42 +7,32 @@ import os
 import time
 from collections.abc import Sequence
 
+import gymnasium as gym
+
+from llm_gym.experiments.methods import registry
+
 __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> None:
-    """Roll out episodes of LLMCompletion-v0 with the embedded LM as the policy and print scores."""
-    import gymnasium as gym
+    """Sample completions of the embedded LM on LLMCompletion-v0 and print their scores."""
     import numpy as np
-    import torch
-    from transformers import AutoModelForCausalLM
 
-    import llm_gym  # noqa: F401
     from llm_gym import assets
-    from llm_gym.rewards.loading import load_pretrained
+    from llm_gym.agents import sample_completions
+    from llm_gym.rewards.loading import load_tokenizer
 
-    torch.manual_seed(args.seed)
-    lm = load_pretrained(AutoModelForCausalLM, str(assets.LM_DIR)).eval()
-    envs = gym.make_vec("LLMCompletion-v0", num_envs=args.envs, task=args.task)
-    obs, _ = envs.reset(seed=args.seed)
-    scores: list[float] = []
+    tokenizer = load_tokenizer(str(assets.TOKENIZER_DIR))
+    infos: list[dict] = []
     started = time.perf_counter()
-    tokens = 0
-    with torch.no_grad():
-        while len(scores) < args.episodes:
-            ids = torch.from_numpy(obs["input_ids"])
-            mask = torch.from_numpy(obs["attention_mask"])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
-            actions = torch.distributions.Categorical(logits=logits).sample().numpy()
-            obs, rewards, terminated, _, infos = envs.step(actions)
-            tokens += args.envs
-            for i in np.flatnonzero(terminated):
-                scores.append(float(rewards[i]))
-                if len(scores) <= args.show:
-                    prompt = envs.tokenizer.decode(infos["prompt_ids"][i])
-                    print(f"{rewards[i]:+6.2f}  {prompt} | {infos['text'][i]}")
+    for first in range(0, args.episodes, args.envs):
+        n = min(args.envs, args.episodes - first)
+        infos += sample_completions(None, n, seed=args.seed + first, task=args.task)
     elapsed = time.perf_counter() - started
+    for info in infos[: args.show]:
+        print(f"{info['score']:+6.2f}  {tokenizer.decode(info['prompt_ids'])} | {info['text']}")
+    scores = [info["score"] for info in infos]
+    tokens = sum(len(info["completion_ids"]) for info in infos)
     print(
         f"\n{len(scores)} episodes: mean score {np.mean(scores):+.3f} (std {np.std(scores):.3f}, "
         f"min {np.min(scores):+.2f}, max {np.max(scores):+.2f}); {tokens / elapsed:.0f} tokens/s"
@@ -52,7 +42,23 @@ def _demo(args: argparse.Namespace) -> None:
 def _parse_range(text: str) -> int | tuple[int, int]:
     """``"32"`` -> 32, ``"40-60"`` -> (40, 60)."""
     low, _, high = text.partition("-")
-    return (int(low), int(high)) if high else int(low)
+    try:
+        return (int(low), int(high)) if high else int(low)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a token count such as 32 or a range such as 40-60, got {text!r}"
+        ) from err
+
+
+def _positive_int(text: str) -> int:
+    """An int >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -75,7 +81,7 @@ def _compare(args: argparse.Namespace) -> None:
         "kl_horizon": args.kl_horizon,
         "reward_model": args.reward_model,
         "abc_layers": tuple(args.abc_layers) if args.abc_layers else None,
-        "max_new_tokens": _parse_range(args.new_tokens) if args.new_tokens else None,
+        "max_new_tokens": args.new_tokens,
         "n_envs": args.batch,
         "policy": args.policy,
         "tokenizer": args.tokenizer,
@@ -119,20 +125,49 @@ def _build_assets(args: argparse.Namespace) -> None:
     )
 
 
+def _method_name(name: str) -> str:
+    """``--rewards`` values: names the method registry knows."""
+    try:
+        registry.lookup(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return name
+
+
+def _methods_epilog() -> str:
+    """One line per registered method (and family) with its help."""
+    import textwrap
+
+    lines = registry.help_lines()
+    width = max(len(name) for name, _ in lines)
+    indent = " " * (width + 4)
+    return "methods:\n" + "\n".join(
+        textwrap.fill(f"  {name:<{width}}  {text}", 88, subsequent_indent=indent)
+        for name, text in lines
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``llm-gym`` with ``argv`` (default: the command line)."""
     parser = argparse.ArgumentParser(
         prog="llm-gym", description="RL on language models as a Gymnasium problem."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     compare = commands.add_parser(
-        "compare", help="train sparse, ABC, uniform, ... side by side and compare"
+        "compare",
+        help="train sparse, ABC, uniform, ... side by side and compare",
+        epilog=_methods_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument(
         "--rewards",
         nargs="+",
+        type=_method_name,
         default=None,
-        help="methods: oracle sparse abc uniform abcd pbrs abc-centred, abc@<layers>",
+        metavar="METHOD",
+        help=f"methods to train (default: the preset's; sparse always runs): "
+        f"{', '.join(registry.names())}; see 'methods' below",
     )
     compare.add_argument(
         "--preset", default="default", choices=["default", "paper"], help="task preset"
@@ -140,10 +175,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument(
         "--quick", action="store_true", help="a run that takes at most ~10 minutes on 2 cores"
     )
-    compare.add_argument("--seeds", type=int, default=None)
-    compare.add_argument("--updates", type=int, default=None)
+    compare.add_argument("--seeds", type=_positive_int, default=None)
+    compare.add_argument("--updates", type=_positive_int, default=None)
     compare.add_argument(
-        "--batch", type=int, default=None, help="episodes per update (parallel envs)"
+        "--batch", type=_positive_int, default=None, help="episodes per update (parallel envs)"
     )
     compare.add_argument(
         "--beta", type=float, default=None, help="dense share of the credit (paper: 0.8)"
@@ -151,13 +186,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument(
         "--abc-layers", type=int, nargs="+", default=None, help="RM layers ABC reads (-1: last)"
     )
-    compare.add_argument("--new-tokens", default=None, help="completion length, e.g. 32 or 40-60")
+    compare.add_argument(
+        "--new-tokens",
+        type=_parse_range,
+        default=None,
+        help="completion length, e.g. 32 or 40-60",
+    )
     compare.add_argument("--lr", type=float, default=None)
     compare.add_argument("--gae-lambda", type=float, default=None)
     compare.add_argument("--kl-target", type=float, default=None)
     compare.add_argument(
         "--kl-horizon",
-        type=int,
+        type=_positive_int,
         default=None,
         help="timesteps over which the KL coefficient moves by its clipped error (default 10000; "
         "smaller adapts faster)",
@@ -175,17 +215,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="bundled prompt set, a .json list of strings, or a text file of one prompt per line",
     )
     compare.add_argument(
-        "--smoothing", type=int, default=5, help="moving-average window for the table"
+        "--smoothing", type=_positive_int, default=5, help="moving-average window for the table"
     )
     compare.add_argument(
         "--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ..."
     )
     compare.add_argument(
-        "--threads", type=int, default=None, help="torch threads (1 lets two runs share 2 cores)"
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (1 lets two runs share 2 cores)",
     )
     compare.add_argument(
         "--jobs",
-        type=int,
+        type=_positive_int,
         default=None,
         help="runs trained at a time, one torch thread each (default: 1; --quick: 2)",
     )
@@ -209,11 +252,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo = commands.add_parser(
         "demo", help="roll out episodes with the embedded LM and print their scores"
     )
-    demo.add_argument("--episodes", type=int, default=64)
+    demo.add_argument("--episodes", type=_positive_int, default=64)
     demo.add_argument(
-        "--envs", type=int, default=16, help="parallel environments (one batched RM forward)"
+        "--envs",
+        type=_positive_int,
+        default=16,
+        help="parallel environments (one batched RM forward)",
     )
-    demo.add_argument("--task", default="default", help="task preset: default or paper")
+    demo.add_argument("--task", default="default", choices=["default", "paper"], help="task preset")
     demo.add_argument("--show", type=int, default=8, help="completions to print")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
@@ -225,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     build.set_defaults(run=_build_assets)
 
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, OSError, gym.error.Error) as err:
+        # a bad setting: one line naming it, no traceback
+        parser.exit(2, f"llm-gym {args.command}: error: {err}\n")
 
 
 if __name__ == "__main__":

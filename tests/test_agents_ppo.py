@@ -218,5 +218,5 @@ def test_kl_penalty_per_transition_equals_a_per_step_full_forward_computation():
     for penalties, expected in zip(recorder.penalties, recorder.expected, strict=True):
         np.testing.assert_allclose(penalties, expected, rtol=0, atol=1e-5)
     assert np.abs(np.stack(recorder.expected)).max() > 1e-2
-    kl = model.token_callback.last_kl
+    kl = model.last_kl
     np.testing.assert_allclose(0.3 * kl, recorder.expected[-1], rtol=0, atol=1e-5)

@@ -85,6 +85,19 @@ def test_corpus_is_deterministic_and_neutral_filler_carries_no_sentiment():
     assert 0.01 < share < 0.04  # rare decisive words
 
 
+def test_build_runs_as_a_module():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "llm_gym.assets.build", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--quick" in out and "--out" in out
+
+
 @pytest.mark.slow
 def test_build_is_bit_for_bit_reproducible(tmp_path: Path):
     cfg = BuildConfig(

@@ -1,4 +1,5 @@
-"""The one-row attention read-out equals eager attention, and credit maps across tokenizers."""
+"""The one-row attention read-out equals eager attention and the reference read-out, and credit
+maps across tokenizers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 
 from llm_gym.rewards import AttentionRequest, HFRewardModel
 from llm_gym.rewards import attention as readout
-from llm_gym.rewards.attention import map_to_env_tokens
+from llm_gym.rewards.attention import map_to_env_tokens, reference_attention
 
 
 def eager_rows(path, rm: HFRewardModel, encoded, layers, heads) -> tuple[np.ndarray, list]:
@@ -44,6 +45,31 @@ def test_readout_equals_eager_attention(tmp_path, env_tokenizer, family, layers,
         np.testing.assert_allclose(out.attention[i], expected, atol=1e-5)
         assert len(out.attention[i]) == len(batch.completion_ids[i])
     assert rm.model.config._attn_implementation == "sdpa"
+
+
+REQUESTS = [
+    AttentionRequest((-1,), "mean"),
+    AttentionRequest((0,), "max"),
+    AttentionRequest((0, 1), "mean"),
+    AttentionRequest((-2, -1), "max"),
+]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "distilbert", "llama", "qwen2"])
+@pytest.mark.parametrize("own_tokenizer", [False, True], ids=["env-ids", "own-tokenizer"])
+def test_fast_readout_equals_the_reference_readout(tmp_path, env_tokenizer, family, own_tokenizer):
+    batch = random_batch(env_tokenizer, 5, seed=3)
+    rm_tokenizer = _bpe_tokenizer(batch.texts) if own_tokenizer else env_tokenizer
+    rm = build_reward_model(family, tmp_path, rm_tokenizer)
+    assert rm.uses_env_ids(env_tokenizer) != own_tokenizer
+    for request in REQUESTS:
+        fast, reference = rm(batch, request), reference_attention(rm, batch, request)
+        np.testing.assert_allclose(fast.scores, reference.scores, atol=1e-5)
+        for i, weights in enumerate(reference.attention):
+            assert weights.shape == (len(batch.completion_ids[i]),)
+            assert abs(weights.sum() - 1) < 1e-9
+            np.testing.assert_allclose(fast.attention[i], weights, atol=1e-5)
+    assert rm.model.config._attn_implementation == "sdpa", "the reference must restore sdpa"
 
 
 def test_readout_does_not_run_eager(tmp_path, env_tokenizer, monkeypatch):

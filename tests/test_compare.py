@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 
 from llm_gym.cli import main as cli_main
-from llm_gym.experiments.compare import ComparePreset, make_agent, make_method_env, run_compare
+from llm_gym.experiments.compare import (
+    METHODS,
+    ComparePreset,
+    Method,
+    MethodFamily,
+    check_methods,
+    credit_fidelity_table,
+    make_agent,
+    make_method_env,
+    registry,
+    run_compare,
+)
 from llm_gym.experiments.summary import kl_matched_table, load_curves, summarise
 
 
@@ -67,9 +78,78 @@ def test_every_method_builds_its_wrapper():
     with pytest.raises(ValueError, match="unknown method 'dense'"):
         make_method_env("dense", preset)
     first_layer = make_method_env("abc@0", ComparePreset(reward_model="deep", max_new_tokens=3))
-    assert first_layer.unwrapped.attention_request.layers == (0,)
+    assert first_layer.request.layers == (0,)
     with pytest.raises(ValueError, match=r"expected abc@<layer>"):
         make_method_env("abc@first", preset)
+
+
+def test_centred_variants_are_registry_entries():
+    preset = ComparePreset(max_new_tokens=3)
+    for name, wrapper in (
+        ("oracle-centred", "RelevanceCredit"),
+        ("uniform-centred", "UniformCredit"),
+    ):
+        env = make_method_env(name, preset)
+        assert type(env).__name__ == wrapper and env.baseline.running
+        assert name not in METHODS  # opt-in: the default presets run what they ran
+    with pytest.raises(ValueError, match="'oracle-centred' needs the embedded tokenizer"):
+        check_methods(["oracle-centred"], ComparePreset(tokenizer="some/tokenizer"))
+
+
+def _compare_help(capsys) -> str:
+    with pytest.raises(SystemExit):
+        cli_main(["compare", "--help"])
+    return capsys.readouterr().out
+
+
+def test_one_registry_entry_reaches_the_help_validation_env_and_fidelity_table(capsys):
+    registry.register(
+        Method(
+            "throwaway",
+            "llm_gym.wrappers:UniformCredit",
+            lambda preset: {"baseline": 0.25},
+            help="a test's own method",
+            credit_map=lambda preset: ("throwaway map", "uniform"),
+            by_default=False,
+        )
+    )
+    try:
+        help_text = _compare_help(capsys)
+        assert "throwaway" in help_text and "a test's own method" in help_text
+        check_methods(["sparse", "throwaway"])
+        env = make_method_env("throwaway", ComparePreset(max_new_tokens=3))
+        assert type(env).__name__ == "UniformCredit" and env.baseline.value == 0.25
+        preset = ComparePreset(max_new_tokens=3)
+        table = credit_fidelity_table(preset, ["sparse", "throwaway"], n=4).splitlines()
+        assert len(table) == 3 and table[2].startswith("| throwaway map | ")  # sparse: no map
+    finally:
+        registry.unregister("throwaway")
+    assert "throwaway" not in _compare_help(capsys)
+    with pytest.raises(ValueError, match=r"unknown methods \['throwaway'\]"):
+        check_methods(["throwaway"])
+    with pytest.raises(SystemExit):
+        cli_main(["compare", "--rewards", "throwaway", "--out", "unused"])
+    assert "argument --rewards: unknown method 'throwaway'" in capsys.readouterr().err
+
+
+def test_the_fidelity_table_has_one_row_per_credit_map():
+    preset = ComparePreset(max_new_tokens=3)
+    table = credit_fidelity_table(preset, ["abc", "abc-centred", "abc@-1", "uniform-centred"], n=4)
+    labels = [line.split(" | ")[0] for line in table.splitlines()[2:]]
+    assert labels == ["| abc (layers (-1,))", "| uniform"]
+
+
+def test_registry_refuses_taken_and_unknown_names():
+    with pytest.raises(ValueError, match="method 'abc' is already registered"):
+        registry.register(Method("abc", "llm_gym.wrappers:SparseReward"))
+    with pytest.raises(ValueError, match="'abc@<layers>' is already registered"):
+        registry.register(MethodFamily("abc", "layers", lambda name: registry.lookup("abc")))
+    with pytest.raises(ValueError, match="has an '@'"):
+        registry.register(Method("abc@9", "llm_gym.wrappers:SparseReward"))
+    with pytest.raises(ValueError, match="no method 'dense' to unregister"):
+        registry.unregister("dense")
+    with pytest.raises(ValueError, match=r"method 'abc@': expected abc@<layers>"):
+        registry.lookup("abc@")
 
 
 def test_summarise_merges_csvs_without_training(tmp_path, capsys):
@@ -111,10 +191,10 @@ def _fake_run(calls):
 
 
 def test_compare_resumes_and_only_trains_missing_runs(tmp_path, monkeypatch):
-    import llm_gym.experiments.compare as compare
+    import llm_gym.experiments.runs as runs
 
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(compare, "run_one", _fake_run(calls))
+    monkeypatch.setattr(runs, "run_one", _fake_run(calls))
     preset = ComparePreset(methods=("sparse", "abc"), seeds=2, updates=3)
     run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
     assert calls == [("sparse", 0), ("abc", 0), ("sparse", 1), ("abc", 1)]
@@ -144,10 +224,10 @@ def test_compare_resumes_and_only_trains_missing_runs(tmp_path, monkeypatch):
 def test_compare_resumes_a_folder_written_before_a_setting_existed(tmp_path, monkeypatch):
     import json
 
-    import llm_gym.experiments.compare as compare
+    import llm_gym.experiments.runs as runs
 
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(compare, "run_one", _fake_run(calls))
+    monkeypatch.setattr(runs, "run_one", _fake_run(calls))
     preset = ComparePreset(methods=("sparse",), seeds=1, updates=2)
     run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
     config = json.loads((tmp_path / "config.json").read_text())
@@ -170,9 +250,9 @@ def test_make_agent_uses_the_presets_kl_controller():
 
 
 def test_compare_refuses_a_folder_of_unknown_runs(tmp_path, monkeypatch):
-    import llm_gym.experiments.compare as compare
+    import llm_gym.experiments.runs as runs
 
-    monkeypatch.setattr(compare, "run_one", _fake_run([]))
+    monkeypatch.setattr(runs, "run_one", _fake_run([]))
     (tmp_path / "curves.csv").write_text("method,seed,update,score\nsparse,0,0,1.0\n")
     with pytest.raises(ValueError, match="config.json does not"):
         run_compare(ComparePreset(updates=2), tmp_path, progress=False)
@@ -276,9 +356,9 @@ def test_compare_trains_a_users_own_policy_tokenizer_rm_and_prompts(
 
 
 def test_report_lists_methods_in_the_order_asked(tmp_path, monkeypatch):
-    import llm_gym.experiments.compare as compare
+    import llm_gym.experiments.runs as runs
 
-    monkeypatch.setattr(compare, "run_one", _fake_run([]))
+    monkeypatch.setattr(runs, "run_one", _fake_run([]))
     preset = ComparePreset(methods=("sparse", "abc"), seeds=2, updates=3)
     run_compare(preset, tmp_path, progress=False, smoothing=1, fidelity=False)
     # a later call adds a method and asks for another order: tables and CSV follow it

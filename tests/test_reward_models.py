@@ -10,7 +10,7 @@ from conftest import PROMPTS, word_tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import llm_gym  # noqa: F401
-from llm_gym.rewards import CompletionBatch, FunctionRewardModel, HFRewardModel
+from llm_gym.rewards import AttentionRequest, CompletionBatch, FunctionRewardModel, HFRewardModel
 
 
 def direct_score(path: str, text_or_ids, pos: int = 1, neg: int | None = 0) -> float:
@@ -144,6 +144,45 @@ def test_model_folder_without_tokenizer_reads_env_ids(tmp_path, tiny_gpt2_rm):
     assert rm.tokenizer is None and rm.uses_env_ids(tok)
     expected = HFRewardModel(tiny_gpt2_rm, device="cpu")(batch_of(tok, PAIRS)).scores
     np.testing.assert_allclose(rm(batch_of(tok, PAIRS)).scores, expected, atol=1e-6)
+
+
+def test_a_callers_model_is_left_as_it_was(tiny_gpt2_rm):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_gpt2_rm)
+    config = model.config.to_dict()
+    tok = word_tokenizer()
+    rm = HFRewardModel(model, tokenizer=tok, device="cpu")
+    rm(batch_of(tok, PAIRS))
+    rm(batch_of(tok, PAIRS), AttentionRequest())
+    rm(batch_of(tok, PAIRS), AttentionRequest(rollout=True))
+    assert model.config.to_dict() == config
+    assert model.config.pad_token_id == tok.pad_token_id
+
+
+def test_decoder_classifier_without_a_score_head_is_a_clear_error(tiny_gpt2_rm):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_gpt2_rm)
+    del model.score
+    with pytest.raises(
+        ValueError,
+        match=r"GPT2ForSequenceClassification \(model_type 'gpt2'\) "
+        r"has no `score` head.*pooling='first'",
+    ):
+        HFRewardModel(model, tokenizer=word_tokenizer(), device="cpu")
+
+
+def test_prefix_scorer_scores_every_prefix_like_a_fresh_batch(tiny_gpt2_rm, tiny_bert_rm):
+    from llm_gym.rewards.prefix import PrefixScorer
+
+    tok = word_tokenizer()
+    prompt = np.asarray(tok("the film")["input_ids"])
+    completion = np.asarray(tok("was not bad but the plot")["input_ids"])
+    for path, incremental in ((tiny_gpt2_rm, True), (tiny_bert_rm, False)):
+        rm = HFRewardModel(path, device="cpu")
+        scorer = PrefixScorer(rm, tok)
+        assert scorer.incremental == incremental
+        # growing prefixes, then a restart and a non-extending call
+        for t in [*range(1, len(completion) + 1), 2, 2, 1]:
+            expected = rm(CompletionBatch([prompt], [completion[:t]], tok)).scores[0]
+            assert scorer(prompt, completion[:t]) == pytest.approx(expected, abs=1e-5)
 
 
 def test_fidelity_of_uniform_credit_is_chance():

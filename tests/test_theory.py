@@ -223,7 +223,6 @@ def test_abc_moves_the_policy_under_a_constant_score_and_centring_does_not():
 
     def gradient(wrapper, view="token_rewards"):
         tree = enumerate_tree(wrapper(env) if wrapper else env)
-        env.attention_request = None
         return np.concatenate([g.ravel() for g in solve(tree, view=view).policy_gradient(policy)])
 
     assert np.abs(gradient(None, "stream")).max() < 1e-12

@@ -111,9 +111,10 @@ def test_bad_action_and_prompt():
 def test_attention_credit_applies_unchanged():
     env = AttentionCredit(gym.make("TokenTree-v0", n_tokens=3, horizon=4), beta=1.0)
     *_, info = rollout(env, [0, 2, 1, 1])
-    assert len(info["rm_attention"]) == 4
+    attention = info["rm_attention"][env.request.key]
+    assert len(attention) == 4
     assert np.isclose(sum(info["token_rewards"]), info["score"])
-    assert np.allclose(np.array(info["token_rewards"]) / info["score"], info["rm_attention"])
+    assert np.allclose(np.array(info["token_rewards"]) / info["score"], attention)
 
 
 def test_uniform_and_shaping_apply():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForSequenceClassification
 
 from llm_gym.envs import LLMCompletionEnv, LLMCompletionVectorEnv, make_task
+from llm_gym.envs.protocol import attention_requests
 from llm_gym.rewards import AttentionRequest, CompletionBatch, credit_fidelity
 from llm_gym.wrappers import (
     AttentionCredit,
@@ -38,8 +39,8 @@ class TokenEnv(gym.Env):
     def __init__(self, attention: bool = False, ids: bool = True, tokenizer=None) -> None:
         self.action_space = spaces.Discrete(VOCAB)
         self.observation_space = spaces.Box(0, VOCAB, shape=(1,), dtype=np.int64)
-        if attention:
-            self.attention_request = None
+        self.metadata = {"render_modes": [], **({"rm_attention": True} if attention else {})}
+        self._requests = ()
         if tokenizer is not None:
             self.tokenizer = tokenizer
         self.ids = ids
@@ -48,6 +49,7 @@ class TokenEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
+        self._requests = attention_requests(options)
         self._prompt = self.np_random.integers(
             3, VOCAB, size=self.np_random.integers(2, 5)
         ).tolist()
@@ -63,14 +65,15 @@ class TokenEnv(gym.Env):
         info = {}
         if self.ids:
             info = {"prompt_ids": list(self._prompt), "completion_ids": list(self._completion)}
-        if getattr(self, "attention_request", None) is not None:
-            info["rm_attention"] = self.np_random.dirichlet(np.ones(len(self._completion))).tolist()
+        if self._requests:
+            weights = self.np_random.dirichlet(np.ones(len(self._completion))).tolist()
+            info["rm_attention"] = {request.key: weights for request in self._requests}
         return np.array([int(action)]), score, True, False, info
 
 
-def run_episode(env, actions, seed=None):
+def run_episode(env, actions, seed=None, options=None):
     """Play ``actions`` (cycled) until the episode ends; returns rewards and the last info."""
-    env.reset(seed=seed)
+    env.reset(seed=seed, options=options)
     rewards, t = [], 0
     while True:
         _, reward, terminated, truncated, info = env.step(int(actions[t % len(actions)]))
@@ -130,10 +133,10 @@ def test_attention_credit_formula_on_custom_env():
     rewards, info = run_episode(AttentionCredit(TokenEnv(attention=True), beta=0.6), [10, 4], 3)
     _, plain = run_episode(TokenEnv(attention=True), [10, 4], 3)
     env = TokenEnv(attention=True)
-    env.attention_request = AttentionRequest()
-    _, with_attention = run_episode(env, [10, 4], 3)
+    request = AttentionRequest()
+    _, with_attention = run_episode(env, [10, 4], 3, options={"rm_attention": (request,)})
     r = rewards[-1]
-    expected = 0.6 * r * np.asarray(with_attention["rm_attention"])
+    expected = 0.6 * r * np.asarray(with_attention["rm_attention"][request.key])
     expected[-1] += 0.4 * r
     np.testing.assert_allclose(info["token_rewards"], expected, atol=1e-12)
 
@@ -266,7 +269,7 @@ def test_bad_beta_is_an_error():
 
 
 def test_missing_protocol_pieces_are_named(task):
-    with pytest.raises(gym.error.Error, match="attention_request"):
+    with pytest.raises(gym.error.Error, match="rm_attention"):
         AttentionCredit(TokenEnv())
     env = AttentionCredit(
         TokenEnv(ids=False, tokenizer=task.tokenizer), reward_model=task.reward_model
@@ -422,7 +425,7 @@ def test_vector_running_mean_baseline_keeps_each_return(task):
         for i in np.flatnonzero(terminated):
             credit = np.asarray(infos["token_rewards"][i])
             assert credit.sum() == pytest.approx(rewards[i], abs=1e-6)
-            weights = np.asarray(infos["rm_attention"][i])
+            weights = np.asarray(infos["rm_attention"][envs.request.key][i])
             np.testing.assert_allclose(
                 credit[:-1], 0.8 * (rewards[i] - b) * weights[:-1], atol=1e-6
             )

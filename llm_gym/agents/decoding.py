@@ -15,17 +15,14 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from llm_gym.rewards.padding import position_ids_from_mask
+
 __all__ = [
     "IncrementalDecoder",
     "episode_window_hidden",
     "position_ids_from_mask",
     "shared_prefix_hidden",
 ]
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions of a left-padded batch: 0 at the first real token (padding gets 0 too)."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 #: largest batch^2 x window comparison shared_prefix_hidden makes (256 MB of int64)

@@ -21,20 +21,22 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
-from sb3_contrib.common.maskable.buffers import (
-    MaskableDictRolloutBuffer,
-    MaskableDictRolloutBufferSamples,
-)
+from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBufferSamples
 from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
+from llm_gym.agents.kl import KLController
 from llm_gym.agents.policy import CausalLMCore, load_causal_lm
-from llm_gym.agents.ppo import TokenCreditMixin, as_token_vec_env
+from llm_gym.agents.ppo import (
+    TokenCreditMixin,
+    check_agent_options,
+    token_buffer_class,
+    token_vec_env,
+)
 
 __all__ = [
     "MaskableCausalLMPolicy",
@@ -188,27 +190,23 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         )
 
 
-class ReferenceMaskRolloutBuffer(MaskableDictRolloutBuffer):
-    """A MaskablePPO buffer without masks: the policy recomputes them (0 bytes per transition).
+class ReferenceMaskRolloutBuffer(EpisodeRolloutBuffer):
+    """TokenPPO's buffer serving MaskablePPO's update: no masks stored (0 bytes per transition).
 
-    Minibatches hold whole episodes, as :class:`~llm_gym.agents.EpisodeRolloutBuffer`'s do.
+    The policy recomputes each mask from the reference model, so samples carry
+    ``action_masks=None`` (sb3-contrib's own buffer keeps a float32 mask of
+    vocabulary size per transition). Minibatches hold whole episodes.
     """
 
     def reset(self) -> None:
-        DictRolloutBuffer.reset(self)  # skip the (n_steps, n_envs, vocab) float32 mask array
-        self.mask_dims = 0
-        self.action_masks = np.ones((self.buffer_size, self.n_envs, 0), dtype=np.float32)
-
-    def add(self, *args: Any, action_masks: np.ndarray | None = None, **kwargs: Any) -> None:
-        DictRolloutBuffer.add(self, *args, **kwargs)
-
-    # minibatches of whole episodes, as in TokenPPO (see EpisodeRolloutBuffer)
-    get = EpisodeRolloutBuffer.get  # type: ignore[assignment]
+        super().reset()
+        # sb3-contrib's attribute for the stored masks, kept for code that reads it: empty
+        self.action_masks = np.zeros((self.buffer_size, self.n_envs, 0), dtype=np.float32)
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None
     ) -> MaskableDictRolloutBufferSamples:
-        samples = DictRolloutBuffer._get_samples(self, batch_inds, env)
+        samples = super()._get_samples(batch_inds, env)
         return MaskableDictRolloutBufferSamples(*samples, action_masks=None)  # type: ignore[arg-type]
 
 
@@ -266,7 +264,21 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
         rollout_buffer_class: type | None = ReferenceMaskRolloutBuffer,
         **kwargs: Any,
     ) -> None:
-        env = as_token_vec_env(env, n_envs, env_factory)
+        check_agent_options(
+            "TokenMaskablePPO",
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_envs=n_envs,
+            n_epochs=kwargs.get("n_epochs", 10),
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            reward_scale=reward_scale,
+        )
+        KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)  # checks the KL options
+        rollout_buffer_class = token_buffer_class(
+            rollout_buffer_class or ReferenceMaskRolloutBuffer
+        )
+        env = token_vec_env("TokenMaskablePPO", env, n_envs, env_factory)
         self._init_token_credit(kl_coef, kl_target, kl_horizon, kl_coef_max, None, reward_scale)
         super().__init__(
             policy,

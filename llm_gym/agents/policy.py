@@ -16,13 +16,19 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.distributions import Categorical
-from transformers import AutoModelForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LogitsProcessorList,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+)
 
 from llm_gym import assets
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 from llm_gym.rewards.loading import load_pretrained
 
-__all__ = ["CRITICS", "CausalLMCore", "CausalLMPolicy", "load_causal_lm"]
+__all__ = ["CRITICS", "CausalLMCore", "CausalLMPolicy", "check_token_spaces", "load_causal_lm"]
 
 #: value-function designs: "detached" reads the LM hidden state through stop-gradient
 #: (value loss cannot disturb the policy trunk), "shared" lets value gradients into it
@@ -59,6 +65,7 @@ class CausalLMCore:
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> None:
+        check_token_spaces(observation_space, action_space)
         if critic not in CRITICS:
             raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
         if not temperature > 0:
@@ -67,7 +74,6 @@ class CausalLMCore:
             raise ValueError(f"top_k must be None or >= 1, got {top_k}")
         if n_tokens is not None and not 1 <= n_tokens <= action_space.n:
             raise ValueError(f"n_tokens must be None or in [1, {action_space.n}], got {n_tokens}")
-        _check_spaces(observation_space, action_space)
         kwargs["ortho_init"] = False
         # read by _build, which ActorCriticPolicy.__init__ calls
         self.model_name = model
@@ -108,6 +114,7 @@ class CausalLMCore:
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.action_net = nn.Identity()
+        self.logits_processor = self._logits_processor(vocab)
         self.decoder = IncrementalDecoder(self.lm.base_model)
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
@@ -148,22 +155,29 @@ class CausalLMCore:
         return shared_prefix_hidden(self.lm.base_model, ids, mask)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits of the distribution sampled from (temperature and top-k applied)."""
-        logits = self.lm.get_output_embeddings()(hidden).float() / self.temperature
-        if self.n_tokens is not None and self.n_tokens < logits.shape[-1]:
-            logits[..., self.n_tokens :] = torch.finfo(logits.dtype).min
-        if self.top_k is not None and self.top_k < logits.shape[-1]:
-            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
-        return logits
+        """Logits of the distribution sampled from (temperature, ``n_tokens`` and top-k applied)."""
+        return self.logits_processor(None, self.lm.get_output_embeddings()(hidden).float())
+
+    def _logits_processor(self, vocab: int) -> LogitsProcessorList:
+        """transformers' processors for the sampling options, in the order they apply."""
+        processors = LogitsProcessorList()
+        if self.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(self.temperature))
+        if self.n_tokens is not None and self.n_tokens < vocab:
+            processors.append(SuppressTokensLogitsProcessor(list(range(self.n_tokens, vocab))))
+        if self.top_k is not None and self.top_k < vocab:
+            # the float32 minimum rather than -inf: masked logits stay finite
+            processors.append(TopKLogitsWarper(self.top_k, filter_value=torch.finfo().min))
+        return processors
 
     def _values(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_net(hidden.detach() if self.critic == "detached" else hidden)
 
     def _distribution(self, hidden: torch.Tensor) -> CategoricalDistribution:
-        # SB3's proba_distribution, without torch's argument validation: the logits are
-        # finite by construction and actions come from the Discrete(vocab) space, while
-        # validation costs a few tensor checks per call, every rollout step
+        # SB3's proba_distribution, without torch's argument validation: the logits come
+        # from the LM (finite, or -inf where n_tokens suppresses an id) and actions from the
+        # Discrete(vocab) space, while validation costs a few tensor checks per call, every
+        # rollout step
         self.action_dist.distribution = Categorical(logits=self.logits(hidden), validate_args=False)
         return self.action_dist
 
@@ -234,14 +248,21 @@ class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
     """
 
 
-def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+def check_token_spaces(
+    observation_space: spaces.Space, action_space: spaces.Space, user: str = "CausalLMPolicy"
+) -> None:
+    """Refuse spaces that are not a token environment's (``user`` names who needs them)."""
     if not isinstance(action_space, spaces.Discrete):
-        raise ValueError(f"action_space must be Discrete(vocab_size), got {action_space}")
+        raise ValueError(
+            f"{user} needs a token environment: action_space must be Discrete(vocab_size), "
+            f"got {action_space}"
+        )
     if not (
         isinstance(observation_space, spaces.Dict)
         and {"input_ids", "attention_mask"} <= set(observation_space.spaces)
     ):
         raise ValueError(
-            "observation_space must be Dict(input_ids=Box, attention_mask=Box) as LLMCompletion-v0 "
-            f"gives it, got {observation_space}"
+            f"{user} needs a token environment: observation_space must be "
+            "Dict(input_ids=Box, attention_mask=Box) as LLMCompletion-v0 gives it, got "
+            f"{observation_space}"
         )

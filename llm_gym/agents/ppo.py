@@ -1,11 +1,13 @@
 """Token-level PPO: stable-baselines3's PPO with per-token credit and a KL penalty.
 
-Holds :class:`TokenPPO`, :class:`KLController` and :func:`make_token_vec_env`.
-What differs from SB3's PPO: the policy decodes incrementally during rollouts
-(:class:`~llm_gym.agents.policy.CausalLMPolicy`), an internal callback applies
-``info["token_rewards"]`` and subtracts ``kl_coef * (log pi - log pi_ref)`` per
-token before GAE (the reference log-probs of a whole rollout in one batched
-forward), and the KL coefficient adapts after each rollout.
+Holds :class:`TokenCreditMixin` (what TokenPPO and TokenMaskablePPO add to their
+SB3 base) and :class:`TokenPPO`. What differs from SB3's PPO lives in three of
+SB3's hooks: the rollout buffer (:class:`~llm_gym.agents.buffers.TokenCreditBuffer`:
+each episode's ``info["token_rewards"]`` and the KL penalty are applied before
+GAE), ``collect_rollouts`` (below: it hands the buffer the token rewards and the
+KL, and reports the rollout) and the policy
+(:class:`~llm_gym.agents.CausalLMPolicy`: KV-cached rollouts, one window forward
+per episode in updates). KL control is :mod:`llm_gym.agents.kl`.
 """
 
 from __future__ import annotations
@@ -17,196 +19,79 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 
-from llm_gym.agents.buffers import EpisodeRolloutBuffer
-from llm_gym.agents.callbacks import TokenRewardCallback
-from llm_gym.agents.decoding import IncrementalDecoder, episode_window_hidden
-from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, load_causal_lm
-from llm_gym.agents.vec_env import GymnasiumVecEnv
+from llm_gym.agents.buffers import EpisodeRolloutBuffer, TokenCreditBuffer, TokenRolloutBuffer
+from llm_gym.agents.credit import FinishedEpisode
+from llm_gym.agents.decoding import IncrementalDecoder
+from llm_gym.agents.kl import KLController, ReferenceKL, kl_per_completion
+from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, check_token_spaces, load_causal_lm
+from llm_gym.agents.statistics import episode_summary, rollout_statistics
+from llm_gym.agents.vec_env import as_token_vec_env, make_token_vec_env
+from llm_gym.envs.protocol import SCORE, TOKEN_REWARDS, warn_unscored
 
 __all__ = ["KLController", "TokenCreditMixin", "TokenPPO", "make_token_vec_env"]
 
 
-def as_token_vec_env(
+def token_buffer_class(buffer_class: type[RolloutBuffer] | None) -> type[TokenCreditBuffer]:
+    """The token-credit buffer for a ``rollout_buffer_class`` option.
+
+    ``None``: :class:`EpisodeRolloutBuffer`; SB3's ``DictRolloutBuffer``: its
+    token-credit form :class:`TokenRolloutBuffer` (shuffled single transitions).
+    """
+    if buffer_class is None:
+        return EpisodeRolloutBuffer
+    if buffer_class is DictRolloutBuffer:
+        return TokenRolloutBuffer
+    if isinstance(buffer_class, type) and issubclass(buffer_class, TokenCreditBuffer):
+        return buffer_class
+    raise TypeError(
+        f"rollout_buffer_class must be EpisodeRolloutBuffer, TokenRolloutBuffer (or SB3's "
+        f"DictRolloutBuffer) or another TokenCreditBuffer subclass, got {buffer_class!r}"
+    )
+
+
+def check_agent_options(
+    name: str,
+    *,
+    n_steps: int,
+    batch_size: int,
+    n_envs: int,
+    n_epochs: int,
+    gamma: float,
+    gae_lambda: float,
+    reward_scale: float,
+) -> None:
+    """Refuse option values before anything is built (stable-baselines3 would fail later)."""
+    for option, value, low in (
+        ("n_steps", n_steps, 1),
+        ("batch_size", batch_size, 2),
+        ("n_envs", n_envs, 1),
+        ("n_epochs", n_epochs, 1),
+    ):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: {option} must be an int >= {low}, got {value!r}")
+    for option, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name}: {option} must be in [0, 1], got {value!r}")
+    if not np.isfinite(reward_scale) or reward_scale <= 0:
+        raise ValueError(f"{name}: reward_scale must be a finite number > 0, got {reward_scale!r}")
+
+
+def token_vec_env(
+    name: str,
     env: gym.Env | gym.vector.VectorEnv | VecEnv | str | None,
     n_envs: int,
-    env_factory: Callable[[], gym.Env] | None = None,
+    env_factory: Callable[[], gym.Env] | None,
 ) -> VecEnv | None:
-    """What TokenPPO-style constructors accept, as an SB3 VecEnv: a Gymnasium VectorEnv
-    through the adapter, an SB3 VecEnv (or None) as it is, else ``n_envs`` copies."""
-    if isinstance(env, gym.vector.VectorEnv):
-        return GymnasiumVecEnv(env)
-    if env is None or isinstance(env, VecEnv):
-        return env
-    return make_token_vec_env(env, n_envs, env_factory)
-
-
-def make_token_vec_env(
-    env: gym.Env | str, n_envs: int, env_factory: Callable[[], gym.Env] | None = None
-) -> VecEnv:
-    """An SB3 ``DummyVecEnv`` of ``n_envs`` copies of a token environment.
-
-    Copies come from ``env_factory`` when given, else from ``gym.make(env.spec)``
-    (wrappers that inherit ``RecordConstructorArgs`` are recreated). Copies of an
-    ``LLMCompletion`` env share its tokenizer and reward model.
-
-    Example:
-        >>> import gymnasium as gym, llm_gym
-        >>> make_token_vec_env(gym.make("LLMCompletion-v0"), 3).num_envs
-        3
-    """
-    if isinstance(env, str):
-        env = gym.make(env)
-    if n_envs < 1:
-        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    if env_factory is not None:
-        return DummyVecEnv([lambda: env] + [env_factory] * (n_envs - 1))
-    if n_envs > 1 and env.spec is None:
-        raise ValueError(
-            f"cannot copy {env} into {n_envs} environments: it has no spec; pass env_factory "
-            "(a function returning a new environment) or an SB3 VecEnv"
-        )
-    task = getattr(env.unwrapped, "task", None)
-    shared = {"completion_task": task} if task is not None else {}
-    return DummyVecEnv([lambda: env] + [lambda: gym.make(env.spec, **shared)] * (n_envs - 1))
-
-
-class KLController:
-    """KL coefficient: fixed, or adapted toward a target KL per completion (Ziegler et al. 2019).
-
-    After each rollout, ``coef *= 1 + clip(kl / target - 1, -0.2, 0.2) * steps / horizon``,
-    capped at ``coef_max`` so a KL spike cannot freeze learning.
-
-    Args:
-        coef: initial coefficient.
-        target: target KL in nats per completion; ``None`` keeps ``coef`` fixed.
-        horizon: timesteps over which the coefficient moves by the clipped error.
-        coef_max: upper bound of the adaptive coefficient.
-
-    Example:
-        >>> controller = KLController(0.1, target=6.0, horizon=1000, coef_max=1.0)
-        >>> controller.update(kl=12.0, steps=500)
-        0.11
-    """
-
-    def __init__(
-        self, coef: float, target: float | None, horizon: int = 10_000, coef_max: float = 1.0
-    ) -> None:
-        if coef < 0 or coef_max < 0:
-            raise ValueError(f"coef and coef_max must be >= 0, got {coef} and {coef_max}")
-        if target is not None and target <= 0:
-            raise ValueError(f"target must be None or > 0 nats, got {target}")
-        if horizon <= 0:
-            raise ValueError(f"horizon must be > 0 timesteps, got {horizon}")
-        self.coef, self.target, self.horizon, self.coef_max = float(coef), target, horizon, coef_max
-
-    def update(self, kl: float, steps: int) -> float:
-        """Adapt to the mean KL per completion of the last rollout; return the new coefficient."""
-        if self.target is not None:
-            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-            self.coef = round(
-                min(self.coef * (1.0 + error * steps / self.horizon), self.coef_max), 12
-            )
-        return self.coef
-
-
-@torch.no_grad()
-def reference_log_probs(
-    lm: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    actions: torch.Tensor,
-) -> torch.Tensor:
-    """``log pi_ref(action | window)`` for a rollout's ``(steps, envs, window)`` observations.
-
-    One batched forward of ``lm`` over about one window per episode
-    (:func:`~llm_gym.agents.decoding.episode_window_hidden`), not one per step;
-    ``actions`` has shape ``(steps, envs)``.
-    """
-    hidden = episode_window_hidden(lm.base_model, input_ids.long(), attention_mask.long())
-    logits = lm.get_output_embeddings()(hidden).float()
-    chosen = logits.gather(-1, actions.long()[..., None]).squeeze(-1)
-    return chosen - torch.logsumexp(logits, -1)
-
-
-class _KLPenaltyCallback(TokenRewardCallback):
-    """TokenRewardCallback that also charges ``kl_coef * (log pi - log pi_ref)`` per token.
-
-    The reference log-probs of a rollout's steps are computed once the rollout is
-    collected, from the stored observations in one batched forward (or read from
-    the reference decoder the policy already ran, see ``reference_per_step``), and the
-    penalty is subtracted from the stored rewards before advantages are computed
-    (:meth:`TokenCreditMixin.collect_rollouts` calls :meth:`before_returns`).
-    """
-
-    def step_penalties(self) -> np.ndarray | None:
-        model: TokenPPO = self.model  # type: ignore[assignment]
-        entropy = getattr(model.policy, "last_entropy", None)
-        if entropy is not None:
-            self._entropies.append(float(entropy.mean()))
-        if model.ref_lm is not None and model.reference_per_step:
-            # the policy already ran the reference on these windows: its decoder has them
-            obs = self.locals["obs_tensor"]
-            hidden = model.ref_decoder(
-                obs["input_ids"].round().long(), obs["attention_mask"].round().long()
-            )
-            actions = torch.as_tensor(self.locals["actions"], device=model.device).long()
-            with torch.no_grad():
-                logits = model.ref_lm.get_output_embeddings()(hidden).float()
-                log_probs = torch.log_softmax(logits, -1)
-                self._ref_steps.append(log_probs.gather(1, actions.reshape(-1, 1)).squeeze(1))
-        return None
-
-    def before_returns(self) -> None:
-        """Charge the KL penalty of the whole rollout (the buffer is full, GAE comes next)."""
-        model: TokenPPO = self.model  # type: ignore[assignment]
-        self._kl = None
-        if model.ref_lm is None:
-            return
-        buffer = model.rollout_buffer
-        obs = buffer.observations
-        device = model.device
-        if len(self._ref_steps) == buffer.buffer_size:
-            ref_log_prob = torch.stack(self._ref_steps)
-        else:
-            ref_log_prob = reference_log_probs(
-                model.ref_lm,
-                torch.as_tensor(obs["input_ids"], device=device).round(),
-                torch.as_tensor(obs["attention_mask"], device=device).round(),
-                torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2]), device=device),
-            )
-        log_prob = torch.as_tensor(buffer.log_probs, device=device)
-        self._kl = (log_prob - ref_log_prob).cpu().numpy().astype(np.float64)
-        self.apply_rollout_penalties(model.kl.coef * self._kl)
-
-    @property
-    def last_kl(self) -> np.ndarray | None:
-        """Per-token ``log pi - log pi_ref`` of the last rollout, ``(n_steps, n_envs)``."""
-        return self._kl
-
-    def _on_rollout_start(self) -> None:
-        super()._on_rollout_start()
-        self._kl: np.ndarray | None = None
-        self._entropies: list[float] = []
-        self._ref_steps: list[torch.Tensor] = []
-
-    def _on_rollout_end(self) -> None:
-        super()._on_rollout_end()
-        model: TokenPPO = self.model  # type: ignore[assignment]
-        if self._entropies:
-            self.logger.record("rollout/entropy_per_token", float(np.mean(self._entropies)))
-        if model.ref_lm is None or self._kl is None:
-            return
-        # KL per completion: the mean per-token KL times the mean completion length
-        lengths = [summary["length"] for summary in self.finished_episodes]
-        length = float(np.mean(lengths)) if lengths else float(len(self._kl))
-        kl = float(self._kl.mean()) * length
-        self.logger.record("rollout/kl_per_completion", kl)
-        self.logger.record("rollout/kl_coef", model.kl.coef)
-        model.kl.update(kl, self._kl.size)
+    """:func:`as_token_vec_env`, refusing environments that are not token environments."""
+    vec_env = as_token_vec_env(env, n_envs, env_factory)
+    if vec_env is not None:
+        check_token_spaces(vec_env.observation_space, vec_env.action_space, name)
+    return vec_env
 
 
 class TokenCreditMixin:
@@ -214,6 +99,12 @@ class TokenCreditMixin:
 
     policy: Any
     device: torch.device
+    env: VecEnv | None
+    gamma: float
+    num_timesteps: int
+    _last_obs: Any
+    _last_episode_starts: np.ndarray
+    logger: Any
     #: the policy runs the reference LM on every rollout step anyway (TokenMaskablePPO's
     #: masks): read the KL's reference log-probs from its decoder instead of one batched
     #: forward per rollout
@@ -232,18 +123,23 @@ class TokenCreditMixin:
         self.reference_model = reference_model
         self.reward_scale = reward_scale
         self.ref_lm: torch.nn.Module | None = None
+        self.reference: ReferenceKL | None = None
+        #: per-token ``log pi - log pi_ref`` of the last rollout, ``(n_steps, n_envs)``
+        self.last_kl: np.ndarray | None = None
+        #: what the last rollout logged under ``rollout/`` (score_mean, kl_per_completion, ...)
+        self.rollout_stats: dict[str, float] = {}
 
     def _setup_model(self) -> None:
         super()._setup_model()  # type: ignore[misc]
-        self.ref_lm = None
-        if self.kl.coef > 0 or self.kl.target is not None:
+        self.ref_lm = self.reference = None
+        if self.kl.active:
             if self.reference_model is None and not isinstance(self.policy, CausalLMCore):
                 raise ValueError(
                     f"the KL penalty needs a reference LM: pass reference_model=<id or folder> for "
                     f"policy {type(self.policy).__name__}, or kl_coef=0 with kl_target=None"
                 )
             self.ref_lm, self.ref_decoder = self._reference_lm()
-        self.token_callback = _KLPenaltyCallback(reward_scale=self.reward_scale)
+            self.reference = ReferenceKL(self.ref_lm, self.ref_decoder, self.reference_per_step)
 
     def _reference_lm(self) -> tuple[torch.nn.Module, IncrementalDecoder]:
         name = self.reference_model or getattr(self.policy, "model_name", None)
@@ -251,33 +147,119 @@ class TokenCreditMixin:
         ref_lm = load_causal_lm(name, trust).to(self.device).requires_grad_(False)
         return ref_lm, IncrementalDecoder(ref_lm.base_model)
 
-    def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, *args: Any, **kwargs: Any
+    def collect_rollouts(  # type: ignore[override]
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: TokenCreditBuffer,
+        n_rollout_steps: int,
+        use_masking: bool = False,
     ) -> bool:
-        """The base algorithm's collection, with the rollout's KL penalty charged before GAE."""
-        compute_returns = rollout_buffer.compute_returns_and_advantage
+        """SB3's rollout loop, plus: token rewards and the KL penalty reach the buffer before GAE.
 
-        def penalise_then_compute(*gae_args: Any, **gae_kwargs: Any) -> None:
-            self.token_callback.before_returns()
-            compute_returns(*gae_args, **gae_kwargs)
+        Rewards are multiplied by ``reward_scale`` before anything sees them
+        (callbacks included); ``use_masking`` is MaskablePPO's, and must stay False.
+        """
+        assert self._last_obs is not None, "no previous observation; learn() resets the envs"
+        self.policy.set_training_mode(False)
+        self._begin_rollout(env, rollout_buffer)
+        rollout_buffer.reset()
+        if self.reference is not None:
+            self.reference.start_rollout()
+        summaries: list[dict[str, float]] = []
+        entropies: list[float] = []
+        callback.on_rollout_start()
+        for _ in range(n_rollout_steps):
+            with torch.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                actions, values, log_probs = self.policy(obs_tensor)
+            entropy = getattr(self.policy, "last_entropy", None)
+            if entropy is not None:
+                entropies.append(float(entropy.mean()))
+            if self.reference is not None:
+                self.reference.record_step(obs_tensor, actions)
+            actions = actions.cpu().numpy()
+            new_obs, rewards, dones, infos = env.step(actions)
+            rewards *= self.reward_scale
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)  # type: ignore[attr-defined]
+            rollout_buffer.add(
+                self._last_obs,
+                actions.reshape(-1, 1),
+                rewards,
+                self._last_episode_starts,
+                values,
+                log_probs,
+            )
+            credit = [
+                self._token_rewards(info) if done else None for info, done in zip(infos, dones)
+            ]
+            for episode in rollout_buffer.end_episodes(dones, credit, infos):
+                if self._reports(episode):
+                    summaries.append(episode_summary(infos[episode.env], episode.length))
+            for i in np.flatnonzero(dones):
+                if infos[i].get("TimeLimit.truncated", False) and SCORE not in infos[i]:
+                    warn_unscored(type(self).__name__)
+                if (
+                    infos[i].get("TimeLimit.truncated", False)
+                    and infos[i].get("terminal_observation") is not None
+                ):
+                    terminal = self.policy.obs_to_tensor(infos[i]["terminal_observation"])[0]
+                    with torch.no_grad():
+                        value = self.policy.predict_values(terminal)[0]
+                    rollout_buffer.add_timeout_bootstrap(i, float(self.gamma * value))
+            self._last_obs, self._last_episode_starts = new_obs, dones
+        with torch.no_grad():
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
+        self.last_kl = None
+        if self.reference is not None:
+            self.last_kl = self.reference.rollout_kl(rollout_buffer, self.device)
+            self._charge_kl(rollout_buffer, self.last_kl)
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        self._report_rollout(summaries, entropies)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
 
-        rollout_buffer.compute_returns_and_advantage = penalise_then_compute
-        try:
-            return super().collect_rollouts(env, callback, rollout_buffer, *args, **kwargs)  # type: ignore[misc]
-        finally:
-            del rollout_buffer.compute_returns_and_advantage
+    def _begin_rollout(self, env: VecEnv, rollout_buffer: TokenCreditBuffer) -> None:
+        """Before a rollout's first step (the group agents start every rollout afresh)."""
+        if self.num_timesteps == 0:  # learn() has just reset the environments
+            rollout_buffer.credit.forget()
+
+    def _reports(self, episode: FinishedEpisode) -> bool:
+        """Whether a finished episode counts in the rollout's statistics."""
+        return True
+
+    def _charge_kl(self, rollout_buffer: TokenCreditBuffer, kl: np.ndarray) -> None:
+        """The KL term as a per-token reward penalty."""
+        rollout_buffer.penalties = self.kl.coef * kl
+
+    def _token_rewards(self, info: dict[str, Any]) -> np.ndarray | None:
+        token_rewards = info.get(TOKEN_REWARDS)
+        if token_rewards is None:
+            return None
+        return np.asarray(token_rewards, np.float64) * self.reward_scale
+
+    def _report_rollout(self, summaries: list[dict[str, float]], entropies: list[float]) -> None:
+        """Log the rollout under ``rollout/`` and adapt the KL coefficient."""
+        stats = rollout_statistics(summaries)
+        if entropies:
+            stats["entropy_per_token"] = float(np.mean(entropies))
+        if self.last_kl is not None:
+            lengths = [summary["length"] for summary in summaries]
+            stats["kl_per_completion"] = kl_per_completion(self.last_kl, lengths)
+            stats["kl_coef"] = self.kl.coef
+            self.kl.update(stats["kl_per_completion"], self.last_kl.size)
+        for key, value in stats.items():
+            self.logger.record(f"rollout/{key}", value)
+        self.rollout_stats = stats
 
     def _excluded_save_params(self) -> list[str]:
-        # the reference model and callback are rebuilt from names by _setup_model
-        return [*super()._excluded_save_params(), "ref_lm", "ref_decoder", "token_callback"]  # type: ignore[misc]
-
-    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
-        callbacks = [self.token_callback]
-        if isinstance(callback, list):
-            callbacks += callback
-        elif callback is not None:
-            callbacks.append(callback)
-        return super()._init_callback(CallbackList(callbacks), progress_bar)  # type: ignore[misc]
+        # the reference model is rebuilt from its name by _setup_model
+        return [*super()._excluded_save_params(), "ref_lm", "ref_decoder", "reference"]  # type: ignore[misc]
 
 
 class TokenPPO(TokenCreditMixin, PPO):
@@ -327,7 +309,8 @@ class TokenPPO(TokenCreditMixin, PPO):
         reward_scale: multiplies rewards before storage (value targets scale with it).
         rollout_buffer_class: :class:`~llm_gym.agents.buffers.EpisodeRolloutBuffer`
             (minibatches of whole episodes: about one window forward per episode in
-            the update) or SB3's ``DictRolloutBuffer`` (shuffled single transitions).
+            the update) or :class:`~llm_gym.agents.buffers.TokenRolloutBuffer` (shuffled
+            single transitions; SB3's ``DictRolloutBuffer`` means the same).
         policy_kwargs: options of the policy (``model``, ``critic``, ``temperature``...).
         **kwargs: other :class:`~stable_baselines3.PPO` options (``seed``,
             ``verbose``, ``tensorboard_log``, ``device``...).
@@ -371,7 +354,19 @@ class TokenPPO(TokenCreditMixin, PPO):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
-        env = as_token_vec_env(env, n_envs, env_factory)
+        check_agent_options(
+            "TokenPPO",
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_envs=n_envs,
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            reward_scale=reward_scale,
+        )
+        KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)  # checks the KL options
+        rollout_buffer_class = token_buffer_class(rollout_buffer_class)
+        env = token_vec_env("TokenPPO", env, n_envs, env_factory)
         self._init_token_credit(
             kl_coef, kl_target, kl_horizon, kl_coef_max, reference_model, reward_scale
         )

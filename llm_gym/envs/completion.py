@@ -10,10 +10,21 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from llm_gym.envs.protocol import (
+    ATTENTION_METADATA,
+    COMPLETION_IDS,
+    PROMPT_IDS,
+    RM_ATTENTION,
+    SCORE,
+    TEXT,
+    TOKEN_REWARDS,
+    EpisodeInfo,
+    attention_requests,
+)
 from llm_gym.envs.task import CompletionTask, make_task
 from llm_gym.rewards import AttentionRequest, CompletionBatch, RewardModel
 
-__all__ = ["LLMCompletionEnv"]
+__all__ = ["LLMCompletionEnv", "score_completions"]
 
 
 class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -23,9 +34,14 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
     ``max_prompt_tokens + max_new_tokens``, left-padded so the newest token is
     last. The reward is sparse: 0.0 on every step and the reward model's score R
     on the last. The episode terminates on EOS (when ``eos_ends_episode``) or when
-    the completion reaches its horizon. The last step's info holds
+    the completion reaches its horizon (the horizon is the length that gets scored:
+    a time limit such as ``gym.make(..., max_episode_steps=n)`` cuts a completion
+    without scoring it, which the credit wrappers and TokenPPO warn about; set
+    ``max_new_tokens`` instead). The last step's info holds
     ``prompt_ids``, ``completion_ids``, ``score``, ``text`` and ``token_rewards``
-    (zeros with R on the last token for this bare environment).
+    (zeros with R on the last token for this bare environment), and the reward
+    model's attention when reset's options asked for it (the protocol of
+    :mod:`llm_gym.envs.protocol`).
 
     Args:
         task: preset of :data:`llm_gym.envs.TASK_PRESETS` (``"default"``: the
@@ -110,6 +126,10 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
             vocab_size=vocab_size,
         )
         self.render_mode = render_mode
+        self.metadata = {
+            **type(self).metadata,
+            ATTENTION_METADATA: bool(self.task.reward_model.supports_attention),
+        }
         length = self.task.max_length
         vocab = self.task.vocab_size
         self.action_space = spaces.Discrete(vocab)
@@ -119,14 +139,14 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
                 "attention_mask": spaces.Box(0, 1, shape=(length,), dtype=np.int64),
             }
         )
-        #: set by attention-credit wrappers: the RM then returns attention with the score
-        self.attention_request: AttentionRequest | None = None
+        self._attention_requests: tuple[AttentionRequest, ...] = ()
         self._input_ids = np.full(length, self.task.pad_token_id, dtype=np.int64)
         self._attention_mask = np.zeros(length, dtype=np.int64)
         self._prompt = np.zeros(0, dtype=np.int64)
         self._completion: list[int] = []
         self._horizon = 0
         self._done = True
+        self._started = False
 
     # ------------------------------------------------------------ properties
     @property
@@ -150,18 +170,59 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         """This episode's number of new tokens unless EOS comes first."""
         return self._horizon
 
+    @property
+    def window(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current observation's ``(input_ids, attention_mask)``, as read-only views."""
+        ids, mask = self._input_ids.view(), self._attention_mask.view()
+        ids.flags.writeable = mask.flags.writeable = False
+        return ids, mask
+
+    @property
+    def attention_requests(self) -> tuple[AttentionRequest, ...]:
+        """The attention requests of this episode (from reset's options)."""
+        return self._attention_requests
+
     # ------------------------------------------------------------------- API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Draw a prompt (``options={"prompt": text}`` forces one) and this episode's horizon."""
+        """Draw a prompt and this episode's horizon.
+
+        Options: ``"prompt"`` (a text) or ``"prompt_index"`` (an index into the task's
+        prompts) forces the prompt, ``"horizon"`` this episode's number of new tokens
+        (within the task's range); ``"rm_attention"`` (a sequence of
+        :class:`~llm_gym.rewards.AttentionRequest`) asks for the reward model's
+        attention in the last step's info. The generator draws as it does without
+        them, so forcing changes nothing else.
+        """
+        requests = attention_requests(options)
+        if requests and not self.metadata[ATTENTION_METADATA]:
+            raise gym.error.Error(
+                f"reset asked for reward-model attention, but {self.reward_model!r} cannot return "
+                "attention; ABC needs a transformer reward model such as HFRewardModel"
+            )
+        options = options or {}
+        forced = None
+        if "prompt" in options:
+            forced = self._encode_prompt(options["prompt"])
+        if "prompt_index" in options:
+            forced = self.task.prompts[
+                self._check_choice(
+                    "prompt_index", options["prompt_index"], 0, len(self.task.prompts) - 1
+                )
+            ]
+        low, high = self.task.new_tokens
+        horizon = None
+        if "horizon" in options:
+            horizon = self._check_choice("horizon", options["horizon"], low, high)
         super().reset(seed=seed)
         index = int(self.np_random.integers(len(self.task.prompts)))
-        low, high = self.task.new_tokens
         self._horizon = int(self.np_random.integers(low, high + 1))
-        prompt = self.task.prompts[index]
-        if options and "prompt" in options:
-            prompt = self._encode_prompt(options["prompt"])
+        if horizon is not None:
+            self._horizon = horizon
+        self._started = True
+        prompt = self.task.prompts[index] if forced is None else forced
+        self._attention_requests = requests
         self._prompt = prompt
         self._completion = []
         self._done = False
@@ -170,13 +231,20 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         n = len(prompt)
         self._input_ids[-n:] = prompt
         self._attention_mask[-n:] = 1
-        return self._observation(), {}
+        return self._observation(), {PROMPT_IDS: prompt.tolist()}
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        if self.advance(action):
-            score = self.score_episode()
-            return self._observation(), score, True, False, self.episode_info(score)
-        return self._observation(), 0.0, False, False, {}
+        token = self.check_action(action)
+        if not self.ends_with(token):
+            self.append(token)
+            return self._observation(), 0.0, False, False, {}
+        # scored before the token is appended: a failing reward model leaves the env as it was
+        batch = CompletionBatch([self._prompt], [self.pending_completion(token)], self.tokenizer)
+        scores, attention = score_completions(self.reward_model, batch, self._attention_requests)
+        self.append(token)
+        score = float(scores[0])
+        info = self.episode_info(score, None if attention is None else attention[0])
+        return self._observation(), score, True, False, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -186,56 +254,14 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         return f"{prompt} \u2502 {completion}\n"
 
     # ------------------------------------------------- pieces the vector env reuses
-    def advance(self, action: int) -> bool:
-        """Append one token; return whether the episode just ended (before scoring)."""
+    def check_action(self, action: Any) -> int:
+        """``action`` as a token id; ResetNeeded or a ValueError naming it when it cannot be taken."""
         if self._done:
             raise gym.error.ResetNeeded(
                 "step() called after the episode ended; call reset() before stepping again"
+                if self._started
+                else "step() called before reset(); call reset() to start an episode"
             )
-        token = self._check_action(action)
-        self._completion.append(token)
-        self._input_ids[:-1] = self._input_ids[1:]
-        self._input_ids[-1] = token
-        self._attention_mask[:-1] = self._attention_mask[1:]
-        self._attention_mask[-1] = 1
-        length = len(self._completion)
-        eos = self.task.eos_token_id
-        ended = length >= self._horizon or (
-            eos is not None and token == eos and length >= self.task.min_new_tokens
-        )
-        self._done = ended
-        return ended
-
-    def completion_batch(self) -> CompletionBatch:
-        return CompletionBatch([self.prompt_ids], [self.completion_ids], self.tokenizer)
-
-    def score_episode(self) -> float:
-        """Score the finished completion with the reward model (one forward)."""
-        output = self.reward_model(self.completion_batch(), self.attention_request)
-        self._last_attention = None if output.attention is None else output.attention[0]
-        return float(output.scores[0])
-
-    def episode_info(self, score: float, attention: np.ndarray | None = None) -> dict[str, Any]:
-        """The last step's info (fresh objects every call)."""
-        token_rewards = [0.0] * len(self._completion)
-        token_rewards[-1] = score
-        info: dict[str, Any] = {
-            "prompt_ids": self._prompt.tolist(),
-            "completion_ids": list(self._completion),
-            "score": score,
-            "text": self.tokenizer.decode(self._completion),
-            "token_rewards": token_rewards,
-        }
-        attention = attention if attention is not None else getattr(self, "_last_attention", None)
-        if self.attention_request is not None and attention is not None:
-            info["rm_attention"] = np.asarray(attention, dtype=np.float64).tolist()
-        return info
-
-    # --------------------------------------------------------------- helpers
-    def _observation(self) -> dict[str, np.ndarray]:
-        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
-
-    def _check_action(self, action: Any) -> int:
         try:
             token = int(action)
             valid = token == action and 0 <= token < self.task.vocab_size
@@ -249,6 +275,59 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
             )
         return token
 
+    def ends_with(self, token: int) -> bool:
+        """Whether appending ``token`` (a checked id) ends the episode."""
+        length = len(self._completion) + 1
+        eos = self.task.eos_token_id
+        return length >= self._horizon or (
+            eos is not None and token == eos and length >= self.task.min_new_tokens
+        )
+
+    def pending_completion(self, token: int) -> np.ndarray:
+        """The completion's ids with ``token`` appended, without appending it."""
+        return np.asarray([*self._completion, token], dtype=np.int64)
+
+    def append(self, token: int) -> None:
+        """Append a checked token id to the completion and the observation window."""
+        ended = self.ends_with(token)
+        self._completion.append(token)
+        self._input_ids[:-1] = self._input_ids[1:]
+        self._input_ids[-1] = token
+        self._attention_mask[:-1] = self._attention_mask[1:]
+        self._attention_mask[-1] = 1
+        self._done = ended
+
+    def episode_info(
+        self, score: float, attention: dict[str, list[float]] | None = None
+    ) -> EpisodeInfo:
+        """The last step's info (fresh objects every call); ``attention`` by request key."""
+        token_rewards = [0.0] * len(self._completion)
+        token_rewards[-1] = score
+        info: EpisodeInfo = {
+            PROMPT_IDS: self._prompt.tolist(),
+            COMPLETION_IDS: list(self._completion),
+            SCORE: score,
+            TEXT: self.tokenizer.decode(self._completion),
+            TOKEN_REWARDS: token_rewards,
+        }
+        if attention is not None:
+            info[RM_ATTENTION] = attention
+        return info
+
+    # --------------------------------------------------------------- helpers
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+
+    @staticmethod
+    def _check_choice(name: str, value: Any, low: int, high: int) -> int:
+        if (
+            not isinstance(value, (int, np.integer))
+            or isinstance(value, bool)
+            or not low <= value <= high
+        ):
+            raise ValueError(f"options[{name!r}] must be an int in [{low}, {high}], got {value!r}")
+        return int(value)
+
     def _encode_prompt(self, text: str) -> np.ndarray:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not 1 <= len(ids) <= self.task.max_prompt_tokens:
@@ -257,3 +336,24 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
                 f"{self.task.max_prompt_tokens}"
             )
         return np.asarray(ids, dtype=np.int64)
+
+
+def score_completions(
+    reward_model: RewardModel, batch: CompletionBatch, requests: tuple[AttentionRequest, ...]
+) -> tuple[np.ndarray, list[dict[str, list[float]]] | None]:
+    """Scores of ``batch`` and, per pair, each request's attention weights by request key.
+
+    The first request is read in the forward that computes the scores; each
+    further request costs one more forward. Without requests the attention is None.
+    """
+    if not requests:
+        return reward_model(batch).scores, None
+    outputs = [reward_model(batch, request) for request in requests]
+    attention = [
+        {
+            request.key: np.asarray(output.attention[i], dtype=np.float64).tolist()
+            for request, output in zip(requests, outputs, strict=True)
+        }
+        for i in range(len(batch))
+    ]
+    return outputs[0].scores, attention

@@ -19,9 +19,17 @@ import numpy as np
 
 from llm_gym import assets
 from llm_gym.rewards import FunctionRewardModel, HFRewardModel, RewardModel
-from llm_gym.rewards.loading import load_tokenizer
+from llm_gym.rewards.loading import load_tokenizer, resolve_device
 
-__all__ = ["TASK_PRESETS", "CompletionTask", "load_prompt_texts", "make_task"]
+__all__ = [
+    "TASK_PRESETS",
+    "CompletionTask",
+    "check_bool",
+    "check_int",
+    "check_new_tokens",
+    "load_prompt_texts",
+    "make_task",
+]
 
 #: Named presets of the embedded world: prompt set and completion lengths.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
@@ -97,24 +105,73 @@ def _resolve_reward_model(
     )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    """``value`` as an int if it is an integer >= ``low``, else a ValueError naming ``name``."""
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_new_tokens(max_new_tokens: Any) -> tuple[int, int]:
+    """``max_new_tokens`` as a ``(min, max)`` range, or a ValueError naming the value.
+
+    >>> check_new_tokens(8), check_new_tokens((8, 16))
+    ((8, 8), (8, 16))
+    """
+    expected = "a positive int or a (min, max) pair of ints with 1 <= min <= max"
+    if _is_int(max_new_tokens):
+        new_tokens = (int(max_new_tokens), int(max_new_tokens))
+    elif (
+        isinstance(max_new_tokens, (tuple, list))
+        and len(max_new_tokens) == 2
+        and all(_is_int(v) for v in max_new_tokens)
+    ):
+        new_tokens = (int(max_new_tokens[0]), int(max_new_tokens[1]))
+    else:
+        raise ValueError(f"max_new_tokens must be {expected}, got {max_new_tokens!r}")
+    if not 1 <= new_tokens[0] <= new_tokens[1]:
+        raise ValueError(f"max_new_tokens must be {expected}, got {max_new_tokens!r}")
+    return new_tokens
+
+
 def _resolve_lengths(
     max_new_tokens: int | tuple[int, int], min_new_tokens: int
 ) -> tuple[tuple[int, int], int]:
-    if isinstance(max_new_tokens, (int, np.integer)):
-        new_tokens = (int(max_new_tokens), int(max_new_tokens))
-    else:
-        low, high = (int(v) for v in max_new_tokens)
-        new_tokens = (low, high)
-    if not 1 <= new_tokens[0] <= new_tokens[1]:
+    new_tokens = check_new_tokens(max_new_tokens)
+    if not _is_int(min_new_tokens) or not 0 <= min_new_tokens <= new_tokens[0]:
         raise ValueError(
-            f"max_new_tokens must be a positive int or a (min, max) range with 1 <= min <= max, "
-            f"got {max_new_tokens!r}"
-        )
-    if not 0 <= min_new_tokens <= new_tokens[0]:
-        raise ValueError(
-            f"min_new_tokens must be in [0, {new_tokens[0]}] (the shortest horizon), got {min_new_tokens}"
+            f"min_new_tokens must be an int in [0, {new_tokens[0]}] (the shortest horizon), "
+            f"got {min_new_tokens!r}"
         )
     return new_tokens, int(min_new_tokens)
+
+
+def _check_positions(reward_model: RewardModel, tokenizer: Any, length: int) -> None:
+    """Refuse windows longer than a reward model reading the env's ids can take."""
+    if not isinstance(reward_model, HFRewardModel) or not reward_model.uses_env_ids(tokenizer):
+        return  # an RM with its own tokenizer: its token count is known only per text
+    config = reward_model.model.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    special = 2 if reward_model.pooling == "first" else 0  # [CLS] ... [SEP]
+    if positions is not None and length + special > positions:
+        raise ValueError(
+            f"prompts and completions take up to {length} tokens "
+            f"(max_prompt_tokens + max_new_tokens{' + 2 special tokens' if special else ''}), "
+            f"more than the {positions} positions of the reward model {reward_model!r}; lower "
+            "max_new_tokens or max_prompt_tokens, or use a reward model with more positions"
+        )
 
 
 def load_prompt_texts(prompts: str | os.PathLike[str]) -> list[str]:
@@ -154,6 +211,10 @@ def _tokenize_prompts(
 ) -> tuple[list[np.ndarray], list[str]]:
     if isinstance(prompts, (str, os.PathLike)):
         prompts = load_prompt_texts(prompts)
+    if not isinstance(prompts, Sequence):
+        raise ValueError(
+            f"prompts must be a list of strings, a bundled prompt set name or a file, got {prompts!r}"
+        )
     texts = list(prompts)
     if not texts:
         raise ValueError("prompts is empty; expected at least one prompt")
@@ -220,15 +281,26 @@ def make_task(
     ):
         if value is None:
             raise ValueError(f"{name} is required when task=None")
-    if int(max_prompt_tokens) < 1:
-        raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+    # every option is checked before anything is loaded
+    max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens, 1)
+    new_tokens, min_new_tokens = _resolve_lengths(max_new_tokens, min_new_tokens)
+    eos_ends_episode = check_bool("eos_ends_episode", eos_ends_episode)
+    truncate_prompts = check_bool("truncate_prompts", truncate_prompts)
+    trust_remote_code = check_bool("trust_remote_code", trust_remote_code)
+    if vocab_size is not None:
+        vocab_size = check_int("vocab_size", vocab_size, 1)
+    if reward_model_kwargs is not None and not isinstance(reward_model_kwargs, dict):
+        raise ValueError(
+            f"reward_model_kwargs must be a dict of reward-model options, got {reward_model_kwargs!r}"
+        )
+    resolve_device(device)
 
     tokenizer = _resolve_tokenizer(tokenizer, trust_remote_code)
-    new_tokens, min_new_tokens = _resolve_lengths(max_new_tokens, min_new_tokens)
     prompt_ids, prompt_texts = _tokenize_prompts(
-        prompts, tokenizer, int(max_prompt_tokens), truncate_prompts
+        prompts, tokenizer, max_prompt_tokens, truncate_prompts
     )
     rm = _resolve_reward_model(reward_model, reward_model_kwargs or {}, device, trust_remote_code)
+    _check_positions(rm, tokenizer, max_prompt_tokens + new_tokens[1])
 
     eos = tokenizer.eos_token_id if eos_ends_episode else None
     if eos_ends_episode and eos is None:
@@ -245,7 +317,7 @@ def make_task(
         reward_model=rm,
         prompts=prompt_ids,
         prompt_texts=prompt_texts,
-        max_prompt_tokens=int(max_prompt_tokens),
+        max_prompt_tokens=max_prompt_tokens,
         new_tokens=new_tokens,
         min_new_tokens=min_new_tokens,
         eos_token_id=eos,

@@ -3,8 +3,9 @@
 Each episode appends ``horizon`` tokens drawn from ``n_tokens`` ids to a prompt;
 the reward is sparse, R on the last step, from a function of the completion's ids
 or from a tiny transformer reward model. It follows the same protocol as
-``LLMCompletion-v0`` (``attention_request`` / ``info["rm_attention"]``,
-``prompt_ids``, ``completion_ids``, ``tokenizer``), so every reward wrapper of
+``LLMCompletion-v0`` (:mod:`llm_gym.envs.protocol`: attention requests at reset,
+``info["rm_attention"]``, ``prompt_ids``, ``completion_ids``, a ``tokenizer``
+attribute), so every reward wrapper of
 :mod:`llm_gym.wrappers` applies unchanged, and :mod:`llm_gym.theory` can
 enumerate its tree exactly.
 """
@@ -18,6 +19,18 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from llm_gym.envs.completion import score_completions
+from llm_gym.envs.protocol import (
+    ATTENTION_METADATA,
+    COMPLETION_IDS,
+    PROMPT_IDS,
+    RM_ATTENTION,
+    SCORE,
+    TEXT,
+    TOKEN_REWARDS,
+    EpisodeInfo,
+    attention_requests,
+)
 from llm_gym.envs.token_tree_models import (
     SequenceRewardModel,
     TokenTreeTokenizer,
@@ -90,8 +103,11 @@ class TokenTreeEnv(gym.Env[Any, int]):
         self.reward_model = self._make_reward_model(reward, reward_seed)
         self.prompts = self._check_prompts(prompts)
         self.observation, self.render_mode = observation, render_mode
-        #: set by attention-credit wrappers: the RM then returns attention with the score
-        self.attention_request: AttentionRequest | None = None
+        self.metadata = {
+            **type(self).metadata,
+            ATTENTION_METADATA: bool(self.reward_model.supports_attention),
+        }
+        self._attention_requests: tuple[AttentionRequest, ...] = ()
         self.action_space = spaces.Discrete(self.n_tokens)
         vocab = len(self.tokenizer)
         if observation == "ids":
@@ -108,7 +124,6 @@ class TokenTreeEnv(gym.Env[Any, int]):
         self._prompt_index = 0
         self._completion: list[int] = []
         self._done = True
-        self._last_attention: np.ndarray | None = None
 
     # ------------------------------------------------------------ properties
     @property
@@ -127,15 +142,25 @@ class TokenTreeEnv(gym.Env[Any, int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        super().reset(seed=seed)
-        self._prompt_index = int(self.np_random.integers(len(self.prompts)))
+        requests = attention_requests(options)
+        if requests and not self.metadata[ATTENTION_METADATA]:
+            raise gym.error.Error(
+                f"reset asked for reward-model attention, but {self.reward_model!r} cannot "
+                "return attention; use reward='transformer' or a transformer RewardModel"
+            )
+        forced = None
         if options and "prompt" in options:
             wanted = [int(i) for i in options["prompt"]]
             if wanted not in self.prompts:
                 raise ValueError(f"prompt {wanted} is not one of the env's prompts {self.prompts}")
-            self._prompt_index = self.prompts.index(wanted)
+            forced = self.prompts.index(wanted)
+        super().reset(seed=seed)
+        self._prompt_index = int(self.np_random.integers(len(self.prompts)))
+        if forced is not None:
+            self._prompt_index = forced
+        self._attention_requests = requests
         self._completion, self._done = [], False
-        return self._observation(), {"prompt_ids": self.prompt_ids.tolist()}
+        return self._observation(), {PROMPT_IDS: self.prompt_ids.tolist()}
 
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self._done:
@@ -149,8 +174,11 @@ class TokenTreeEnv(gym.Env[Any, int]):
         if len(self._completion) < self.horizon:
             return self._observation(), 0.0, False, False, {}
         self._done = True
-        score = self._score()
-        return self._observation(), score, True, False, self._episode_info(score)
+        batch = CompletionBatch([self.prompt_ids], [self.completion_ids], self.tokenizer)
+        scores, attention = score_completions(self.reward_model, batch, self._attention_requests)
+        score = float(scores[0])
+        info = self._episode_info(score, None if attention is None else attention[0])
+        return self._observation(), score, True, False, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -159,24 +187,18 @@ class TokenTreeEnv(gym.Env[Any, int]):
         return f"{prompt} \u2502 {self.tokenizer.decode(self._completion)}\n"
 
     # --------------------------------------------------------------- helpers
-    def _score(self) -> float:
-        batch = CompletionBatch([self.prompt_ids], [self.completion_ids], self.tokenizer)
-        output = self.reward_model(batch, self.attention_request)
-        self._last_attention = None if output.attention is None else output.attention[0]
-        return float(output.scores[0])
-
-    def _episode_info(self, score: float) -> dict[str, Any]:
+    def _episode_info(self, score: float, attention: dict[str, list[float]] | None) -> EpisodeInfo:
         token_rewards = [0.0] * self.horizon
         token_rewards[-1] = score
-        info: dict[str, Any] = {
-            "prompt_ids": self.prompt_ids.tolist(),
-            "completion_ids": list(self._completion),
-            "score": score,
-            "text": self.tokenizer.decode(self._completion),
-            "token_rewards": token_rewards,
+        info: EpisodeInfo = {
+            PROMPT_IDS: self.prompt_ids.tolist(),
+            COMPLETION_IDS: list(self._completion),
+            SCORE: score,
+            TEXT: self.tokenizer.decode(self._completion),
+            TOKEN_REWARDS: token_rewards,
         }
-        if self.attention_request is not None and self._last_attention is not None:
-            info["rm_attention"] = np.asarray(self._last_attention, dtype=np.float64).tolist()
+        if attention is not None:
+            info[RM_ATTENTION] = attention
         return info
 
     def _observation(self) -> Any:

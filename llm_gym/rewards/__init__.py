@@ -1,4 +1,11 @@
-"""Reward models: score a batch of (prompt, completion) pairs, and read attention for ABC."""
+"""Reward models: score a batch of (prompt, completion) pairs, and read attention for ABC.
+
+Holds the interface (:class:`RewardModel`, :class:`CompletionBatch`,
+:class:`RewardOutput`, :class:`AttentionRequest`), its implementations
+(:class:`HFRewardModel`, :class:`FunctionRewardModel`), prefix scoring
+(:class:`PrefixScorer`), ABC-D credit (:class:`GeneratorAttention`) and credit
+fidelity (:func:`credit_fidelity`, :class:`FidelityReport`).
+"""
 
 from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardModel, RewardOutput
 from llm_gym.rewards.credit import credit_fidelity, default_credit_maps
@@ -6,6 +13,7 @@ from llm_gym.rewards.fidelity import FidelityReport
 from llm_gym.rewards.function import FunctionRewardModel
 from llm_gym.rewards.generator import GeneratorAttention
 from llm_gym.rewards.hf import HFRewardModel
+from llm_gym.rewards.prefix import PrefixScorer
 
 __all__ = [
     "AttentionRequest",
@@ -14,6 +22,7 @@ __all__ = [
     "FunctionRewardModel",
     "GeneratorAttention",
     "HFRewardModel",
+    "PrefixScorer",
     "RewardModel",
     "RewardOutput",
     "credit_fidelity",

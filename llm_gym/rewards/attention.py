@@ -1,8 +1,11 @@
 """Reading a reward model's attention from its scoring position, in the forward that scores.
 
-Holds :func:`score_with_attention` (what :class:`~llm_gym.rewards.HFRewardModel`
-calls when ABC asks for attention), :func:`attention_rows` (the raw per-layer
-rows) and :func:`map_to_env_tokens` (credit across tokenizers).
+Holds :func:`score_with_attention` (the fast read-out, what
+:class:`~llm_gym.rewards.HFRewardModel` calls when ABC asks for attention),
+:func:`reference_attention` (the same contract computed the plain way, from every
+layer's full attention matrix in eager attention), :func:`attention_rows` (the raw
+rows over reward-model positions) and :func:`map_to_env_tokens` (credit across
+tokenizers).
 
 How the row is read without eager attention: forward hooks on the chosen
 layers' query/key projections see their outputs while the rest of the model
@@ -11,16 +14,16 @@ position's query row against all keys (O(batch x heads x tokens) extra work and
 memory). Supported families: GPT-2 (fused ``c_attn``), BERT/RoBERTa/ELECTRA and
 DistilBERT ([CLS] query, padding mask), Llama and Qwen2 (RoPE from the captured
 position embeddings, grouped key/value heads). Any other architecture, and
-attention rollout (which needs every layer's full matrix), run the reward model
-once in eager attention with ``output_attentions=True``; the unsupported case
-warns once per model type.
+attention rollout (which needs every layer's full matrix), run the reference
+read-out; the unsupported case warns once per model type.
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,11 +31,15 @@ from torch import nn
 
 from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardOutput
 
+if TYPE_CHECKING:
+    from llm_gym.rewards.hf import EncodedBatch, HFRewardModel
+
 __all__ = [
     "attention_rows",
     "eager_forward",
     "map_to_env_tokens",
     "normalise",
+    "reference_attention",
     "score_with_attention",
     "supported_family",
 ]
@@ -183,7 +190,7 @@ class _RowReader:
         self._query = self._rope = None
 
 
-def _allowed_keys(encoded: Any, causal: bool) -> torch.Tensor:
+def _allowed_keys(encoded: EncodedBatch, causal: bool) -> torch.Tensor:
     allowed = encoded.attention_mask.bool()
     if causal:
         positions = torch.arange(allowed.shape[1], device=allowed.device)
@@ -203,13 +210,18 @@ def _resolve_layers(layers: tuple[int, ...], n_layers: int) -> list[int]:
     return sorted(set(resolved))
 
 
-def eager_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
-    """One forward in eager attention returning every layer's attention; restores the setting."""
+def eager_forward(
+    model: nn.Module, inputs: dict[str, Any], forward: Callable[..., Any] | None = None
+) -> Any:
+    """``forward(**inputs, output_attentions=True)`` with ``model`` in eager attention.
+
+    ``forward`` defaults to the model itself; the attention setting is restored after.
+    """
     previous = model.config._attn_implementation
     if previous != "eager":
         model.set_attn_implementation("eager")
     try:
-        return model(**inputs, output_attentions=True)
+        return (forward or model)(**inputs, output_attentions=True)
     finally:
         if previous != "eager":
             model.set_attn_implementation(previous)
@@ -235,52 +247,62 @@ def _rollout_rows(attentions: tuple[torch.Tensor, ...], score_index: torch.Tenso
     return row
 
 
-def attention_rows(
-    rm: Any, encoded: Any, request: AttentionRequest
+def _eager_rows(
+    rm: HFRewardModel, encoded: EncodedBatch, request: AttentionRequest
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and the (B, T) attention row of each pair's scoring position over RM positions.
+    """Logits and rows read off every layer's full attention matrix (eager attention)."""
+    out = eager_forward(rm.model, {"encoded": encoded}, rm.forward_encoded)
+    if request.rollout:
+        return out.logits, _rollout_rows(out.attentions, encoded.score_index, request.heads)
+    batch_rows = torch.arange(encoded.input_ids.shape[0], device=encoded.input_ids.device)
+    chosen = _resolve_layers(request.layers, len(out.attentions))
+    per_layer = [
+        _combine_heads(out.attentions[i][batch_rows, :, encoded.score_index].float(), request.heads)
+        for i in chosen
+    ]
+    return out.logits, torch.stack(per_layer).mean(0)
 
-    Heads are combined by ``request.heads``; several layers are averaged. The
-    row covers every RM position (prompt, special tokens and padding included).
-    """
-    model = rm.model
-    inputs = rm.model_inputs(encoded)
-    causal = rm.pooling == "last"
-    family = supported_family(model)
-    if family is None and not request.rollout:
-        if model.config.model_type not in _warned:
-            _warned.add(model.config.model_type)
-            warnings.warn(
-                f"no fast attention read-out for model type {model.config.model_type!r}; "
-                "running the reward model in eager attention for ABC (slower, more memory)",
-                stacklevel=3,
-            )
-    if request.rollout or family is None:
-        out = eager_forward(model, inputs)
-        batch_rows = torch.arange(encoded.input_ids.shape[0], device=encoded.input_ids.device)
-        if request.rollout:
-            return out.logits, _rollout_rows(out.attentions, encoded.score_index, request.heads)
-        chosen = _resolve_layers(request.layers, len(out.attentions))
-        per_layer = [
-            _combine_heads(
-                out.attentions[i][batch_rows, :, encoded.score_index].float(), request.heads
-            )
-            for i in chosen
-        ]
-        return out.logits, torch.stack(per_layer).mean(0)
-    modules = _attention_modules(model, family)
-    allowed = _allowed_keys(encoded, causal)
+
+def _hooked_rows(
+    rm: HFRewardModel, encoded: EncodedBatch, request: AttentionRequest, family: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and rows recomputed by hooks on the chosen layers (the model keeps its attention)."""
+    modules = _attention_modules(rm.model, family)
+    allowed = _allowed_keys(encoded, causal=rm.pooling == "last")
     readers = [
         _RowReader(modules[i], family, encoded.score_index, allowed).install()
         for i in _resolve_layers(request.layers, len(modules))
     ]
     try:
-        logits = model(**inputs).logits
+        logits = rm.forward_encoded(encoded).logits
     finally:
         for reader in readers:
             reader.remove()
     per_layer = [_combine_heads(reader.rows, request.heads) for reader in readers]
     return logits, torch.stack(per_layer).mean(0)
+
+
+def attention_rows(
+    rm: HFRewardModel, encoded: EncodedBatch, request: AttentionRequest
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the (B, T) attention row of each pair's scoring position over RM positions.
+
+    Heads are combined by ``request.heads``; several layers are averaged. The
+    row covers every RM position (prompt, special tokens and padding included).
+    Uses the hooked read-out where the family is supported, else eager attention.
+    """
+    model = rm.model
+    family = supported_family(model)
+    if family is None and not request.rollout and model.config.model_type not in _warned:
+        _warned.add(model.config.model_type)
+        warnings.warn(
+            f"no fast attention read-out for model type {model.config.model_type!r}; "
+            "running the reward model in eager attention for ABC (slower, more memory)",
+            stacklevel=3,
+        )
+    if request.rollout or family is None:
+        return _eager_rows(rm, encoded, request)
+    return _hooked_rows(rm, encoded, request, family)
 
 
 def normalise(weights: np.ndarray) -> np.ndarray:
@@ -310,12 +332,14 @@ def map_to_env_tokens(
     return normalise(share @ np.asarray(rm_weights, dtype=np.float64))
 
 
-@torch.no_grad()
-def score_with_attention(
-    rm: Any, batch: CompletionBatch, encoded: Any, request: AttentionRequest
+def _reward_output(
+    rm: HFRewardModel,
+    batch: CompletionBatch,
+    encoded: EncodedBatch,
+    logits: torch.Tensor,
+    rows: torch.Tensor,
 ) -> RewardOutput:
-    """Scores plus each pair's attention over its env completion tokens (each sums to 1)."""
-    logits, rows = attention_rows(rm, encoded, request)
+    """Scores, and each pair's row restricted to its env completion tokens (each sums to 1)."""
     rows_np = rows.double().cpu().numpy()
     attention = []
     for i, positions in enumerate(encoded.completion_positions):
@@ -328,3 +352,45 @@ def score_with_attention(
                 map_to_env_tokens(weights, encoded.completion_char_spans[i], env_spans)
             )
     return RewardOutput(scores=rm.logits_to_scores(logits), attention=attention)
+
+
+@torch.no_grad()
+def score_with_attention(
+    rm: HFRewardModel, batch: CompletionBatch, encoded: EncodedBatch, request: AttentionRequest
+) -> RewardOutput:
+    """Scores plus each pair's attention over its env completion tokens (each sums to 1).
+
+    The fast read-out: one row per chosen layer, in the forward that scores.
+    """
+    logits, rows = attention_rows(rm, encoded, request)
+    return _reward_output(rm, batch, encoded, logits, rows)
+
+
+@torch.no_grad()
+def reference_attention(
+    rm: HFRewardModel, batch: CompletionBatch, request: AttentionRequest
+) -> RewardOutput:
+    """What :func:`score_with_attention` returns, read the plain way: the reference read-out.
+
+    Runs ``rm`` (an :class:`~llm_gym.rewards.HFRewardModel`) once in eager attention
+    with ``output_attentions=True``, takes every layer's full attention matrix, and
+    reads the scoring position's row of the requested layers (heads combined, layers
+    averaged; or the rollout row), restricted to the completion and mapped to the
+    environment's tokens as the fast read-out does. Slower and O(T^2) memory per
+    layer: for checking the fast read-out, and for offline measurements.
+
+    Example:
+        >>> import numpy as np, llm_gym.assets
+        >>> from llm_gym.rewards import HFRewardModel
+        >>> from llm_gym.rewards.loading import load_tokenizer
+        >>> rm = HFRewardModel(llm_gym.assets.reward_model_path("default"), device="cpu")
+        >>> tokenizer = load_tokenizer(str(llm_gym.assets.TOKENIZER_DIR))
+        >>> batch = CompletionBatch([np.array([5, 10])], [np.array([11, 12, 13])], tokenizer)
+        >>> reference = reference_attention(rm, batch, AttentionRequest())
+        >>> fast = rm(batch, AttentionRequest())
+        >>> bool(np.allclose(reference.attention[0], fast.attention[0], atol=1e-6))
+        True
+    """
+    encoded = rm.encode(batch)
+    logits, rows = _eager_rows(rm, encoded, request)
+    return _reward_output(rm, batch, encoded, logits, rows)

@@ -93,6 +93,16 @@ class AttentionRequest:
         if self.heads not in ("mean", "max"):
             raise ValueError(f"heads must be 'mean' or 'max', got {self.heads!r}")
 
+    @property
+    def key(self) -> str:
+        """A short name of the request, the key of its weights in ``info["rm_attention"]``.
+
+        >>> AttentionRequest().key, AttentionRequest((0, 1), heads="max").key
+        ('layers=-1 heads=mean', 'layers=0,1 heads=max')
+        """
+        where = "rollout" if self.rollout else "layers=" + ",".join(map(str, self.layers))
+        return f"{where} heads={self.heads}"
+
 
 @dataclass
 class RewardOutput:
@@ -143,4 +153,29 @@ class RewardModel(ABC):
                 f"{batch.texts[i]!r}; expected a finite float"
             )
         output.scores = scores
+        if attention is not None:
+            self._check_attention(batch, output.attention)
         return output
+
+    def _check_attention(self, batch: CompletionBatch, attention: Any) -> None:
+        name = type(self).__name__
+        if attention is None or len(attention) != len(batch):
+            raise ValueError(
+                f"{name} was asked for attention but returned "
+                f"{'none' if attention is None else f'{len(attention)} rows'} for a batch of "
+                f"{len(batch)}; expected one row of weights per completion"
+            )
+        for i, (weights, completion) in enumerate(zip(attention, batch.completion_ids)):
+            w = np.asarray(weights, dtype=np.float64)
+            problem = None
+            if w.shape != (len(completion),):
+                problem = f"{w.size} weights for {len(completion)} completion tokens"
+            elif not np.isfinite(w).all() or (w < 0).any():
+                problem = "weights that are not all finite and non-negative"
+            elif abs(float(w.sum()) - 1.0) > 1e-6:
+                problem = f"weights summing to {float(w.sum()):.6g}"
+            if problem is not None:
+                raise ValueError(
+                    f"{name} returned {problem} for the text {batch.texts[i]!r}; expected one "
+                    "finite, non-negative weight per completion token, summing to 1"
+                )

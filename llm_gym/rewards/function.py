@@ -49,7 +49,24 @@ class FunctionRewardModel(RewardModel):
                 "Credit needs a transformer reward model (HFRewardModel)"
             )
         texts = batch.texts if self.on == "full" else batch.completion_texts
-        return RewardOutput(scores=np.array([float(self.fn(t)) for t in texts]))
+        return RewardOutput(scores=np.array([self._score_text(t) for t in texts]))
+
+    def _score_text(self, text: str) -> float:
+        try:
+            value = self.fn(text)
+        except Exception as err:
+            raise RuntimeError(
+                f"{self!r} raised {type(err).__name__} on the text {text!r}: {err}"
+            ) from err
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            if not (
+                isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf"
+            ):
+                raise TypeError(
+                    f"{self!r} returned {value!r} ({type(value).__name__}) for the text "
+                    f"{text!r}; expected a float"
+                )
+        return float(value)
 
     def __repr__(self) -> str:
         return f"FunctionRewardModel({self.fn!r}, on={self.on!r})"

@@ -1,11 +1,16 @@
 """Hugging Face sequence classifiers as reward models.
 
-Decoder classifiers (GPT-2, Llama, Qwen, ...) score at the last non-pad token;
-encoder classifiers (BERT, DistilBERT, ...) at the first ([CLS]) token.
+Holds :class:`HFRewardModel`, :class:`EncodedBatch` (a batch laid out for its
+forward) and :class:`ForwardOutput` (what its one forward returns).
+
+Decoder classifiers (GPT-2, Llama, Qwen, ...) score at the last token of a
+left-padded row; encoder classifiers (BERT, DistilBERT, ...) at the first ([CLS])
+token.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,9 @@ import torch
 
 from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardModel, RewardOutput
 from llm_gym.rewards.loading import load_pretrained, load_tokenizer, resolve_device
+from llm_gym.rewards.padding import position_ids_from_mask
 
-__all__ = ["EncodedBatch", "HFRewardModel"]
+__all__ = ["EncodedBatch", "ForwardOutput", "HFRewardModel"]
 
 
 @dataclass
@@ -38,6 +44,18 @@ class EncodedBatch:
     completion_char_spans: list[np.ndarray] | None
 
 
+@dataclass
+class ForwardOutput:
+    """What :meth:`HFRewardModel.forward` returns."""
+
+    #: (B, num_labels) label logits at each row's scoring position
+    logits: torch.Tensor
+    #: per layer, (B, heads, T, T) attention probabilities, when asked for
+    attentions: tuple[torch.Tensor, ...] | None = None
+    #: the decoder's key/value cache, when asked for
+    cache: Any = None
+
+
 class HFRewardModel(RewardModel):
     """Any ``AutoModelForSequenceClassification`` as a reward model.
 
@@ -54,6 +72,9 @@ class HFRewardModel(RewardModel):
         pooling: ``"auto"``, ``"last"`` (decoder) or ``"first"`` ([CLS], encoder).
         device: ``"auto"`` uses CUDA when available.
         trust_remote_code: passed to ``from_pretrained``; off by default.
+
+    A model passed as an object is moved to ``device`` and put in eval mode; its
+    configuration is left as it is.
 
     Example:
         >>> import llm_gym.assets
@@ -93,11 +114,8 @@ class HFRewardModel(RewardModel):
                 tokenizer = None
         self.tokenizer = tokenizer
         self.pooling = self._resolve_pooling(pooling)
-        # Positions are found by our own padding, never by comparing ids with a pad
-        # id: completions may contain the pad/EOS id. A sentinel no id can equal
-        # makes the decoder head pool at the last position, which left padding makes
-        # the last real token.
-        self.model.config.pad_token_id = -1
+        if self.pooling == "last":
+            self._check_decoder_head()
         self._score_index = self._resolve_score(score)
         self._same_vocab_cache: dict[int, bool] = {}
 
@@ -124,6 +142,22 @@ class HFRewardModel(RewardModel):
             "mpnet",
         }
         return "first" if config.model_type in encoder_types else "last"
+
+    def _check_decoder_head(self) -> None:
+        """A decoder classifier is run as trunk + ``score`` head (see :meth:`forward`)."""
+        model = self.model
+        head = getattr(model, "score", None)
+        if model.base_model is model or not isinstance(head, torch.nn.Module):
+            raise ValueError(
+                f"{type(model).__name__} (model_type {model.config.model_type!r}) has no `score` "
+                "head on a base model, which a reward model with pooling='last' needs (it applies "
+                "the head at the last position of left-padded rows); pass pooling='first' if it "
+                "is an encoder classifier that pools its first token, or wrap it in a "
+                "FunctionRewardModel"
+            )
+        # transformers renamed past_key_values to cache in 5.x; accept both generations
+        parameters = inspect.signature(model.base_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
 
     def _resolve_score(self, score: Any) -> tuple[int, int | None]:
         num_labels = self.model.config.num_labels
@@ -233,7 +267,7 @@ class HFRewardModel(RewardModel):
             completion_positions.append(np.arange(offset + start, offset + start + length))
         mask = torch.from_numpy(attention_mask)
         if self.pooling == "last":
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            position_ids = position_ids_from_mask(mask)
             score_index = torch.full((len(sequences),), width - 1, dtype=torch.long)
         else:
             position_ids = None
@@ -248,13 +282,83 @@ class HFRewardModel(RewardModel):
         )
 
     # ---------------------------------------------------------------- scoring
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        *,
+        score_index: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+    ) -> ForwardOutput:
+        """The reward model's one forward: label logits at each row's scoring position.
+
+        Every forward of the reward model (scoring, the attention read-outs, prefix
+        scoring with a cache) goes through here. A decoder classifier runs as its
+        trunk plus its ``score`` head, read at ``score_index`` (default: the last
+        column, the last token of a left-padded row), so the model's configuration
+        is never consulted for a pad id: completions may contain the pad/EOS id.
+        An encoder classifier runs whole and pools its first ([CLS]) token.
+
+        Args:
+            input_ids: (B, T) token ids, laid out by :meth:`encode`.
+            attention_mask: (B, T) 1 for real tokens.
+            position_ids: (B, T) positions (decoders; see :meth:`encode`).
+            score_index: (B,) the scoring column of each row (decoders).
+            cache: a key/value cache from an earlier call (decoders).
+            use_cache: return the key/value cache (decoders).
+            output_attentions: return every layer's attention probabilities (the
+                model must be in eager attention).
+
+        Example:
+            >>> import torch, llm_gym.assets
+            >>> rm = HFRewardModel(llm_gym.assets.reward_model_path("default"), device="cpu")
+            >>> rm.forward(torch.tensor([[5, 10, 11]])).logits.shape
+            torch.Size([1, 2])
+        """
+        extra = {"output_attentions": True} if output_attentions else {}
+        if self.pooling == "first":
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+            return ForwardOutput(out.logits, out.attentions)
+        if cache is not None:
+            extra[self._cache_arg] = cache
+        out = self.model.base_model(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **extra,
+        )
+        # the head runs on every position, as transformers runs it, so the logits are
+        # bit for bit those of the model's own forward
+        logits = self.model.score(out.last_hidden_state)
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        column = logits.shape[1] - 1 if score_index is None else score_index
+        return ForwardOutput(
+            logits[rows, column], out.attentions, getattr(out, self._cache_arg, None)
+        )
+
     def model_inputs(self, encoded: EncodedBatch) -> dict[str, torch.Tensor]:
+        """The keyword arguments of the Hugging Face model's forward for ``encoded``."""
         inputs = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
         if encoded.position_ids is not None:
             inputs["position_ids"] = encoded.position_ids
         return inputs
 
+    def forward_encoded(
+        self, encoded: EncodedBatch, output_attentions: bool = False
+    ) -> ForwardOutput:
+        """:meth:`forward` on a batch laid out by :meth:`encode`."""
+        return self.forward(
+            **self.model_inputs(encoded),
+            score_index=encoded.score_index,
+            output_attentions=output_attentions,
+        )
+
     def logits_to_scores(self, logits: torch.Tensor) -> np.ndarray:
+        """(B,) float64 scores from (B, num_labels) logits, by the ``score`` definition."""
         pos, neg = self._score_index
         scores = logits[:, pos] if neg is None else logits[:, pos] - logits[:, neg]
         return scores.double().cpu().numpy()
@@ -265,8 +369,7 @@ class HFRewardModel(RewardModel):
     ) -> RewardOutput:
         encoded = self.encode(batch)
         if attention is None:
-            logits = self.model(**self.model_inputs(encoded)).logits
-            return RewardOutput(scores=self.logits_to_scores(logits))
+            return RewardOutput(scores=self.logits_to_scores(self.forward_encoded(encoded).logits))
         from llm_gym.rewards.attention import score_with_attention
 
         return score_with_attention(self, batch, encoded, attention)

@@ -6,9 +6,11 @@ that names it and says what to do.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +46,45 @@ def _not_found(kind: str, name: str, err: Exception) -> OSError:
     )
 
 
+_PICKLE_WEIGHTS = (
+    "pytorch_model.bin",
+    "model.pt",
+    "model.pth",
+    "tf_model.h5",
+    "flax_model.msgpack",
+)
+
+
+def _folder_problem(folder: Path, trust_remote_code: bool) -> str | None:
+    """Why a local model folder cannot load, when that can be told from its files."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return (
+            f"the folder has no config.json (it holds {sorted(p.name for p in folder.iterdir())})"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        return f"its config.json is not valid JSON ({err})"
+    if "auto_map" in config and not trust_remote_code:
+        return (
+            "its config.json names custom model code (auto_map), which runs only with "
+            "trust_remote_code=True; pass that if you trust the code in the folder"
+        )
+    safetensors = list(folder.glob("*.safetensors")) + list(folder.glob("*.safetensors.index.json"))
+    pickles = [name for name in _PICKLE_WEIGHTS if (folder / name).is_file()]
+    if not safetensors and pickles:
+        return (
+            f"it holds {pickles[0]} but no model.safetensors; llm-gym loads weights from "
+            "safetensors only (pickled weights can run code when loaded). Convert once: "
+            "model = AutoModel...from_pretrained(folder); model.save_pretrained(folder) "
+            "(transformers writes safetensors by default)"
+        )
+    if not safetensors:
+        return "it holds no model.safetensors"
+    return None
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """Load a tokenizer with AutoTokenizer, turning 'not found' into a clear OSError."""
     from transformers import AutoTokenizer
@@ -71,11 +112,35 @@ def _quiet_loading() -> Iterator[None]:
 def load_pretrained(
     auto_class: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any
 ) -> Any:
-    """``auto_class.from_pretrained`` from safetensors only, with a clear error when missing."""
+    """``auto_class.from_pretrained`` from safetensors only, with a clear error when it cannot.
+
+    A local folder that cannot load is diagnosed from its files (no config, pickled
+    weights only, custom code without ``trust_remote_code``, a corrupt weights file);
+    a name that is no folder is reported as missing from the Hub.
+    """
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        problem = _folder_problem(folder, trust_remote_code)
+        if problem is not None:
+            raise OSError(f"could not load model {name_or_path!r}: {problem}")
+    elif folder.exists():
+        raise OSError(f"could not load model {name_or_path!r}: it is a file, expected a folder")
     try:
         with _quiet_loading():
             return auto_class.from_pretrained(
                 name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
             )
     except (OSError, ValueError) as err:
+        if folder.is_dir():
+            raise OSError(
+                f"could not load model {name_or_path!r} from its folder: {type(err).__name__}: {err}"
+            ) from err
         raise _not_found("model", name_or_path, err) from err
+    except Exception as err:
+        if type(err).__name__ == "SafetensorError":  # a truncated or corrupt weights file
+            files = sorted(str(p) for p in folder.glob("*.safetensors")) or [name_or_path]
+            raise OSError(
+                f"could not read the weights in {', '.join(files)}: {err}; the file is truncated "
+                "or corrupt, save the model again"
+            ) from err
+        raise

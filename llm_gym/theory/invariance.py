@@ -17,8 +17,6 @@ from llm_gym.theory.tree import enumerate_tree
 
 __all__ = ["InvarianceReport", "StateChange", "compare_solutions", "is_policy_invariant"]
 
-_MISSING = object()
-
 
 @dataclass(frozen=True)
 class StateChange:
@@ -117,12 +115,7 @@ def is_policy_invariant(
         True
     """
     base = solve(enumerate_tree(env, prompt=prompt), gamma, "stream", atol=atol)
-    request = getattr(env.unwrapped, "attention_request", _MISSING)
-    try:
-        wrapped = solve(enumerate_tree(wrapper(env), prompt=prompt), gamma, view, atol=atol)
-    finally:
-        if request is not _MISSING:
-            env.unwrapped.attention_request = request
+    wrapped = solve(enumerate_tree(wrapper(env), prompt=prompt), gamma, view, atol=atol)
     return compare_solutions(base, wrapped)
 
 

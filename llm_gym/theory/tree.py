@@ -15,6 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from llm_gym.envs.protocol import PROMPT_IDS, TOKEN_REWARDS
+
 __all__ = ["MAX_SEQUENCES", "TokenTree", "enumerate_tree"]
 
 #: the largest tree :func:`enumerate_tree` accepts (number of full sequences)
@@ -117,8 +119,8 @@ def enumerate_tree(
 
     def reset() -> None:
         _, info = env.reset(options=options)
-        if "prompt_ids" in info:
-            prompts.add(tuple(int(i) for i in info["prompt_ids"]))
+        if PROMPT_IDS in info:
+            prompts.add(tuple(int(i) for i in info[PROMPT_IDS]))
 
     horizon = _horizon(env, reset)
     size = n**horizon
@@ -140,13 +142,13 @@ def enumerate_tree(
                     f"sequence {sequence.tolist()} ended after {t + 1} steps; the solver needs "
                     f"every episode to last exactly {horizon} steps"
                 )
-        if token_rewards is not None and "token_rewards" in info:
-            if len(info["token_rewards"]) != horizon:
+        if token_rewards is not None and TOKEN_REWARDS in info:
+            if len(info[TOKEN_REWARDS]) != horizon:
                 raise gym.error.Error(
                     f"info['token_rewards'] has {len(info['token_rewards'])} entries for a "
                     f"{horizon}-step episode; expected one per step"
                 )
-            token_rewards[i] = info["token_rewards"]
+            token_rewards[i] = info[TOKEN_REWARDS]
         else:
             token_rewards = None
     if len(prompts) > 1:

@@ -14,23 +14,26 @@ learner that ignores info still optimises the right objective, and their token
 rewards sum to the episode's return R. PotentialShaping returns its shaped reward
 at each step and its token rewards equal that stream (plus any inner credit).
 
-Protocol for custom token environments (``LLMCompletion-v0`` follows it):
+What each wrapper needs from a custom token environment (the protocol and its
+info keys are defined in :mod:`llm_gym.envs.protocol`; ``LLMCompletion-v0`` and
+``TokenTree-v0`` follow it):
 
 - every wrapper: each step appends one token and the episode's return is the
   sum of its rewards (usually R on the last step, 0 before).
 - :class:`SparseReward`, :class:`UniformCredit`: nothing more. T is
   ``len(info["completion_ids"])`` when present, else the number of steps.
-- :class:`AttentionCredit`: either the unwrapped env has an ``attention_request``
-  attribute (the wrapper sets it to an :class:`~llm_gym.rewards.AttentionRequest`)
-  and returns ``info["rm_attention"]`` (one weight per completion token, summing to
-  1) on the last step; or pass ``reward_model=`` and the env returns
-  ``info["prompt_ids"]`` and ``info["completion_ids"]`` and has a ``tokenizer``
-  attribute (or pass ``tokenizer=``).
-- :class:`GeneratorAttentionCredit`: ``info["prompt_ids"]`` and
-  ``info["completion_ids"]`` in the LM's vocabulary.
+- :class:`AttentionCredit`: either the environment declares
+  ``metadata["rm_attention"] = True`` and answers the ``"rm_attention"`` reset
+  option with ``info["rm_attention"]``; or pass ``reward_model=`` and the env
+  returns ``info["prompt_ids"]`` and ``info["completion_ids"]`` and has a
+  ``tokenizer`` attribute (or pass ``tokenizer=``).
+- :class:`RelevanceCredit`, :class:`GeneratorAttentionCredit`: ``info["prompt_ids"]``
+  and ``info["completion_ids"]`` (for ABC-D in the LM's vocabulary).
 - :class:`PotentialShaping`: actions are the appended token ids; the prompt comes
   from reset's ``info["prompt_ids"]`` or a ``prompt_ids`` attribute.
 
+Wrappers write nothing onto the environment they wrap and keep no public
+attribute that would hide one of its attributes from ``get_wrapper_attr``.
 A missing piece raises :class:`gymnasium.error.Error` naming it.
 
 Which compose: one redistribution wrapper per stack (an outer one replaces the

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from llm_gym.envs.protocol import ATTENTION_METADATA, RM_ATTENTION, SCORE, with_attention_request
 from llm_gym.rewards import AttentionRequest, CompletionBatch, HFRewardModel, RewardModel
 from llm_gym.wrappers.credit import CreditWrapper, check_beta, env_tokenizer, episode_ids
 
@@ -18,8 +19,10 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
 
     a_t is the attention from the reward model's scoring position (last token for
     decoder RMs, [CLS] for encoder RMs) to completion token t, heads combined,
-    restricted to the completion and renormalised. On ``LLMCompletion-v0`` it is
-    read in the same forward that computes R (no extra pass). The step rewards
+    restricted to the completion and renormalised. The wrapper asks for it at
+    every reset (the ``"rm_attention"`` reset option of :mod:`llm_gym.envs.protocol`)
+    and reads ``info["rm_attention"]``; on ``LLMCompletion-v0`` it is read in the
+    same forward that computes R (no extra pass). The step rewards
     stay sparse; the credit is in ``info["token_rewards"]`` (sums to R). An
     episode truncated before the environment scored it (no ``info["score"]``)
     keeps its return on its last token.
@@ -36,7 +39,8 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
             eager attention).
         reward_model: for environments that do not return ``info["rm_attention"]``:
             a :class:`~llm_gym.rewards.RewardModel` (or HF classifier id/folder)
-            whose attention is read by scoring the finished episode again.
+            whose attention is read by scoring the finished episode again (one
+            more RM forward per episode).
         tokenizer: the environment's tokenizer, for ``reward_model`` (default: the
             environment's ``tokenizer`` attribute).
         baseline: the part of R kept on the last token, only R - b being spread
@@ -84,38 +88,54 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         self.request = AttentionRequest(layers=layers, heads=heads, rollout=rollout)
         if isinstance(reward_model, str):
             reward_model = HFRewardModel(reward_model)
-        self.reward_model = reward_model
-        self.tokenizer = tokenizer
+        # private: a public `reward_model` or `tokenizer` would shadow the environment's
+        # for every wrapper outside this one (get_wrapper_attr finds the outermost)
+        self._reward_model = reward_model
+        self._tokenizer = None
         if reward_model is not None:
             if not reward_model.supports_attention:
                 raise ValueError(
                     f"reward_model {reward_model!r} cannot return attention; ABC needs a "
                     "transformer reward model such as HFRewardModel"
                 )
-            self.tokenizer = env_tokenizer(env, tokenizer, "AttentionCredit")
-        elif hasattr(env.unwrapped, "attention_request"):
-            env.unwrapped.attention_request = self.request
-        else:
+            self._tokenizer = env_tokenizer(env, tokenizer, "AttentionCredit")
+        elif env.metadata.get(ATTENTION_METADATA) is False:
+            raise TypeError(
+                f"AttentionCredit: the reward model of {env.unwrapped!r} has no attention weights "
+                f"(its metadata says {ATTENTION_METADATA!r}: False); ABC needs a transformer "
+                "reward model such as HFRewardModel, or pass reward_model=... to score finished "
+                "episodes again"
+            )
+        elif not env.metadata.get(ATTENTION_METADATA, False):
             raise gym.error.Error(
-                f"AttentionCredit cannot get reward-model attention from {env.unwrapped!r}: it "
-                "has no `attention_request` attribute (the env then returns "
-                "info['rm_attention']); pass reward_model=... (and tokenizer=...) instead"
+                f"AttentionCredit cannot get reward-model attention from {env.unwrapped!r}: its "
+                f"metadata does not declare {ATTENTION_METADATA!r} (an environment that answers "
+                "the 'rm_attention' reset option with info['rm_attention'], see "
+                "llm_gym.envs.protocol); pass reward_model=... (and tokenizer=...) to score "
+                "finished episodes again"
             )
 
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if self._reward_model is None:
+            kwargs["options"] = with_attention_request(kwargs.get("options"), self.request)
+        return super().reset(**kwargs)
+
     def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
-        if "rm_attention" in info and self.reward_model is None:
-            return np.asarray(info["rm_attention"], dtype=np.float64)
-        if self.reward_model is None and "score" not in info:
-            # cut off by an outer limit before the env scored it: keep the return where it fell
-            weights = np.zeros(n_tokens)
-            weights[-1] = 1.0
-            return weights
-        if self.reward_model is None:
+        if self._reward_model is None:
+            weights = info.get(RM_ATTENTION, {}).get(self.request.key)
+            if weights is not None:
+                return np.asarray(weights, dtype=np.float64)
+            if SCORE not in info:
+                # cut off by an outer limit before the env scored it: keep the return where it fell
+                weights = np.zeros(n_tokens)
+                weights[-1] = 1.0
+                return weights
             raise gym.error.Error(
-                "AttentionCredit set env.unwrapped.attention_request but the last step's info "
-                f"has no 'rm_attention' (keys: {sorted(info)}); the environment must score with "
-                "that request and return the weights, or pass reward_model=..."
+                f"AttentionCredit asked for attention {self.request.key!r} at reset but the last "
+                f"step's info has no info[{RM_ATTENTION!r}][{self.request.key!r}] (keys: "
+                f"{sorted(info)}); the environment must answer the reset option, or pass "
+                "reward_model=..."
             )
         prompt, completion = episode_ids(info, "AttentionCredit")
-        batch = CompletionBatch([prompt], [completion], self.tokenizer)
-        return np.asarray(self.reward_model(batch, self.request).attention[0], dtype=np.float64)
+        batch = CompletionBatch([prompt], [completion], self._tokenizer)
+        return np.asarray(self._reward_model(batch, self.request).attention[0], dtype=np.float64)

@@ -1,7 +1,7 @@
 """The base of the redistribution wrappers: the sparse stream out, token credit in info.
 
 Holds :class:`CreditWrapper`, :func:`redistribute`, :class:`ScoreBaseline`,
-:func:`check_beta` and the protocol helpers the wrappers share
+:func:`check_beta`, :func:`check_credit_weights` and the protocol helpers the wrappers share
 (:func:`episode_ids`, :func:`env_tokenizer`).
 """
 
@@ -13,14 +13,62 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from llm_gym.envs.protocol import (
+    COMPLETION_IDS,
+    CREDIT_MAP,
+    PROMPT_IDS,
+    SCORE,
+    TOKEN_REWARDS,
+    warn_unscored,
+)
+
 __all__ = [
     "CreditWrapper",
     "ScoreBaseline",
     "check_beta",
+    "check_credit_weights",
+    "credit_map",
     "env_tokenizer",
     "episode_ids",
     "redistribute",
 ]
+
+
+def _shown(values: np.ndarray, limit: int = 8) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
+
+
+def check_credit_weights(weights: Any, n_tokens: int, source: str) -> np.ndarray:
+    """A credit map as float64: one finite, non-negative weight per token, summing to 1.
+
+    Anything else is a ValueError naming ``source`` (the wrapper) and the values, so
+    corrupt credit never reaches a learner.
+
+    >>> check_credit_weights([0.25, 0.75], 2, "AttentionCredit").tolist()
+    [0.25, 0.75]
+    >>> check_credit_weights([1.0, 1.0], 2, "AttentionCredit")
+    Traceback (most recent call last):
+    ...
+    ValueError: AttentionCredit got credit weights [1, 1] summing to 2; expected one finite, non-negative weight per token summing to 1
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_tokens,):
+        raise ValueError(
+            f"{source} got {w.size} credit weights for a completion of {n_tokens} tokens; "
+            "expected one weight per token"
+        )
+    expected = "expected one finite, non-negative weight per token summing to 1"
+    if not np.isfinite(w).all():
+        raise ValueError(f"{source} got non-finite credit weights {_shown(w)}; {expected}")
+    if (w < 0).any():
+        raise ValueError(f"{source} got negative credit weights {_shown(w)}; {expected}")
+    total = float(w.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(
+            f"{source} got credit weights {_shown(w)} summing to {total:.6g}; {expected}"
+        )
+    return w
 
 
 def check_beta(beta: float) -> float:
@@ -28,6 +76,19 @@ def check_beta(beta: float) -> float:
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1] (0: sparse, 1: fully dense), got {beta}")
     return beta
+
+
+def credit_map(weights: np.ndarray, beta: float) -> np.ndarray:
+    """The effective map m = beta * w + (1 - beta) * [t == T], with which the score is spread.
+
+    ``redistribute(w, R, beta, b) == credit_map(w, beta) * (R - b) + b * [t == T]``.
+
+    >>> credit_map(np.array([0.5, 0.5]), 0.8).tolist()
+    [0.4, 0.6]
+    """
+    m = beta * np.asarray(weights, dtype=np.float64)
+    m[-1] += 1.0 - beta
+    return m
 
 
 def redistribute(
@@ -99,16 +160,16 @@ class ScoreBaseline:
 
 def episode_ids(info: dict[str, Any], wrapper: str) -> tuple[np.ndarray, np.ndarray]:
     """A finished episode's ``info["prompt_ids"]`` and ``info["completion_ids"]``, or an error."""
-    missing = [key for key in ("prompt_ids", "completion_ids") if key not in info]
+    missing = [key for key in (PROMPT_IDS, COMPLETION_IDS) if key not in info]
     if missing:
         raise gym.error.Error(
             f"{wrapper} needs info[{missing[0]!r}] on the last step of an episode (the token ids "
             f"of the prompt and of the completion); the environment's last info has keys "
-            f"{sorted(info)}. See the protocol in llm_gym.wrappers."
+            f"{sorted(info)}. See the protocol in llm_gym.envs.protocol."
         )
     return (
-        np.asarray(info["prompt_ids"], dtype=np.int64).reshape(-1),
-        np.asarray(info["completion_ids"], dtype=np.int64).reshape(-1),
+        np.asarray(info[PROMPT_IDS], dtype=np.int64).reshape(-1),
+        np.asarray(info[COMPLETION_IDS], dtype=np.int64).reshape(-1),
     )
 
 
@@ -158,21 +219,22 @@ class CreditWrapper(gym.Wrapper):
         self._episode_return += float(reward)
         self._steps += 1
         if terminated or truncated:
-            n_tokens = len(info["completion_ids"]) if "completion_ids" in info else self._steps
-            weights = self.credit_weights(info, n_tokens) if self.beta > 0 else np.zeros(n_tokens)
-            weights = np.asarray(weights, dtype=np.float64)
-            if weights.shape != (n_tokens,):
-                raise ValueError(
-                    f"{type(self).__name__} got {weights.shape[0]} credit weights for a "
-                    f"completion of {n_tokens} tokens; expected one weight per token"
+            if truncated and not terminated and SCORE not in info:
+                warn_unscored(type(self).__name__)
+            n_tokens = len(info[COMPLETION_IDS]) if COMPLETION_IDS in info else self._steps
+            weights = np.zeros(n_tokens)
+            if self.beta > 0:
+                weights = check_credit_weights(
+                    self.credit_weights(info, n_tokens), n_tokens, type(self).__name__
                 )
             token_rewards = redistribute(
                 weights, self._episode_return, self.beta, self.baseline.value
             )
             self.baseline.update(self._episode_return)
-            info["token_rewards"] = token_rewards.tolist()
+            info[TOKEN_REWARDS] = token_rewards.tolist()
+            info[CREDIT_MAP] = credit_map(weights, self.beta).tolist()
             self.last_token_rewards = token_rewards
-            self.last_completion_ids = info.get("completion_ids")
+            self.last_completion_ids = info.get(COMPLETION_IDS)
         return obs, reward, terminated, truncated, info
 
     def render(self) -> Any:

@@ -11,9 +11,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from llm_gym.rewards import CompletionBatch, HFRewardModel, RewardModel
+from llm_gym.envs.protocol import PROMPT_IDS, TOKEN_REWARDS
+from llm_gym.rewards import PrefixScorer, RewardModel
 
 __all__ = ["PotentialShaping", "RewardModelPotential"]
 
@@ -24,7 +24,8 @@ class RewardModelPotential:
     """Phi(prompt, prefix) = scale * RM score of the prompt with the completion prefix so far.
 
     With it, the shaped rewards of an episode sum to R - Phi(s_0): each token is
-    credited with how much it moved the reward model's score (RED-style). For a
+    credited with how much it moved the reward model's score (RED-style). The
+    scores come from a :class:`~llm_gym.rewards.PrefixScorer`: for a
     decoder :class:`~llm_gym.rewards.HFRewardModel` that reads the environment's
     token ids, consecutive prefixes are scored incrementally with a KV cache, so
     an episode costs about one RM forward; otherwise each call is one RM forward.
@@ -33,38 +34,28 @@ class RewardModelPotential:
         reward_model: any :class:`~llm_gym.rewards.RewardModel`.
         tokenizer: the environment's tokenizer (to build the batch).
         scale: multiplies the score.
+
+    Example:
+        >>> import numpy as np, llm_gym.assets
+        >>> from llm_gym.rewards import HFRewardModel
+        >>> from llm_gym.rewards.loading import load_tokenizer
+        >>> rm = HFRewardModel(llm_gym.assets.reward_model_path("default"), device="cpu")
+        >>> phi = RewardModelPotential(rm, load_tokenizer(str(llm_gym.assets.TOKENIZER_DIR)))
+        >>> phi.incremental, isinstance(phi(np.array([5, 10]), np.array([11])), float)
+        (True, True)
     """
 
     def __init__(self, reward_model: RewardModel, tokenizer: Any, scale: float = 1.0) -> None:
         self.reward_model, self.tokenizer, self.scale = reward_model, tokenizer, float(scale)
-        self.incremental = (
-            isinstance(reward_model, HFRewardModel)
-            and reward_model.pooling == "last"
-            and reward_model.uses_env_ids(tokenizer)
-        )
-        self._ids: np.ndarray | None = None
-        self._cache: Any = None
+        self.scorer = PrefixScorer(reward_model, tokenizer)
+
+    @property
+    def incremental(self) -> bool:
+        """Whether consecutive prefixes are scored from a KV cache."""
+        return self.scorer.incremental
 
     def __call__(self, prompt_ids: np.ndarray, prefix_ids: np.ndarray) -> float:
-        if not self.incremental:
-            batch = CompletionBatch([prompt_ids], [prefix_ids], self.tokenizer)
-            return self.scale * float(self.reward_model(batch).scores[0])
-        ids = np.concatenate([prompt_ids, prefix_ids]).astype(np.int64)
-        extends = (
-            self._ids is not None
-            and len(ids) == len(self._ids) + 1
-            and np.array_equal(ids[:-1], self._ids)
-        )
-        new = ids[-1:] if extends else ids
-        model = self.reward_model.model
-        with torch.no_grad():
-            out = model(
-                input_ids=torch.from_numpy(new)[None].to(self.reward_model.device),
-                cache=self._cache if extends else None,
-                use_cache=True,
-            )
-        self._ids, self._cache = ids, out.cache
-        return self.scale * float(self.reward_model.logits_to_scores(out.logits)[0])
+        return self.scale * self.scorer(prompt_ids, prefix_ids)
 
 
 class PotentialShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -133,8 +124,8 @@ class PotentialShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        if "prompt_ids" in info:
-            prompt = info["prompt_ids"]
+        if PROMPT_IDS in info:
+            prompt = info[PROMPT_IDS]
         elif self.env.has_wrapper_attr("prompt_ids"):
             prompt = self.env.get_wrapper_attr("prompt_ids")
         else:
@@ -154,11 +145,11 @@ class PotentialShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._shaping.append(shaping)
         self._rewards.append(float(reward))
         if terminated or truncated:
-            inner = info.get("token_rewards", self._rewards)
+            inner = info.get(TOKEN_REWARDS, self._rewards)
             if len(inner) != len(self._shaping):
                 raise gym.error.Error(
                     f"PotentialShaping got {len(inner)} token rewards from the inner environment "
                     f"for an episode of {len(self._shaping)} steps; expected one per step"
                 )
-            info["token_rewards"] = (np.asarray(inner, dtype=np.float64) + self._shaping).tolist()
+            info[TOKEN_REWARDS] = (np.asarray(inner, dtype=np.float64) + self._shaping).tolist()
         return obs, float(reward) + shaping, terminated, truncated, info

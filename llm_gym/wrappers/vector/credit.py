@@ -14,23 +14,39 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from llm_gym.envs.protocol import (
+    ATTENTION_METADATA,
+    COMPLETION_IDS,
+    CREDIT_MAP,
+    RM_ATTENTION,
+    SCORE,
+    TOKEN_REWARDS,
+    with_attention_request,
+)
 from llm_gym.rewards import AttentionRequest
-from llm_gym.wrappers.credit import ScoreBaseline, check_beta, redistribute
+from llm_gym.wrappers.credit import (
+    ScoreBaseline,
+    check_beta,
+    check_credit_weights,
+    credit_map,
+    redistribute,
+)
 
 __all__ = ["AttentionCredit", "SparseReward", "UniformCredit", "VectorCreditWrapper"]
 
 
-def _info_of(infos: dict[str, Any], i: int) -> dict[str, Any]:
-    """Sub-environment ``i``'s entries of a vector info dict."""
-    return {
-        key: value[i]
-        for key, value in infos.items()
-        if not key.startswith("_") and infos.get(f"_{key}", np.ones(i + 1, dtype=bool))[i]
-    }
+def _entry(infos: dict[str, Any], key: str, i: int) -> Any:
+    """Sub-environment ``i``'s value of ``key`` in a vector info dict, or None."""
+    if key not in infos or not infos.get(f"_{key}", np.ones(i + 1, dtype=bool))[i]:
+        return None
+    return infos[key][i]
 
 
 class VectorCreditWrapper(VectorWrapper):
-    """Rewards pass through; ``infos["token_rewards"][i]`` holds env i's credit when it ends."""
+    """Rewards pass through; ``infos["token_rewards"][i]`` holds env i's credit when it ends.
+
+    Subclasses set :attr:`beta` and implement :meth:`credit_weights`.
+    """
 
     beta: float = 1.0
 
@@ -49,13 +65,16 @@ class VectorCreditWrapper(VectorWrapper):
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._ended = np.zeros(self.num_envs, dtype=bool)
 
-    def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
+    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+        """Weights over sub-environment ``i``'s ``n_tokens`` completion tokens, summing to 1."""
         raise NotImplementedError
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        self._returns[:] = 0.0
-        self._steps[:] = 0
-        self._ended[:] = False
+        mask = (kwargs.get("options") or {}).get("reset_mask")
+        which = slice(None) if mask is None else np.asarray(mask, dtype=bool)
+        self._returns[which] = 0.0
+        self._steps[which] = 0
+        self._ended[which] = False
         return self.env.reset(**kwargs)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -69,15 +88,26 @@ class VectorCreditWrapper(VectorWrapper):
         done = np.asarray(terminated) | np.asarray(truncated)
         baseline = self.baseline.value
         for i in np.flatnonzero(done & stepped):
-            info = _info_of(infos, i)
-            n_tokens = len(info["completion_ids"]) if "completion_ids" in info else self._steps[i]
-            weights = self.credit_weights(info, n_tokens) if self.beta > 0 else np.zeros(n_tokens)
+            completion = _entry(infos, COMPLETION_IDS, i)
+            n_tokens = len(completion) if completion is not None else int(self._steps[i])
+            weights = np.zeros(n_tokens)
+            if self.beta > 0:
+                weights = check_credit_weights(
+                    self.credit_weights(infos, i, n_tokens),
+                    n_tokens,
+                    f"vector {type(self).__name__}",
+                )
             token_rewards = redistribute(weights, self._returns[i], self.beta, baseline)
             self.baseline.update(float(self._returns[i]))
-            if "token_rewards" in infos:
-                infos["token_rewards"][i] = token_rewards.tolist()
-            else:
-                infos = self._add_info(infos, {"token_rewards": token_rewards.tolist()}, i)
+            credit = {
+                TOKEN_REWARDS: token_rewards.tolist(),
+                CREDIT_MAP: credit_map(weights, self.beta).tolist(),
+            }
+            for key, value in credit.items():
+                if key in infos:
+                    infos[key][i], infos[f"_{key}"][i] = value, True
+                else:
+                    infos = self._add_info(infos, {key: value}, i)
         self._ended = done
         return obs, rewards, terminated, truncated, infos
 
@@ -117,19 +147,21 @@ class UniformCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         )
         VectorCreditWrapper.__init__(self, env, baseline, baseline_rate)
 
-    def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
+    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
         return np.full(n_tokens, 1.0 / n_tokens)
 
 
 class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
     """Vector :class:`llm_gym.wrappers.AttentionCredit` (ABC).
 
-    The vector env scores every episode that ends in a step in one batched RM
-    forward and returns each one's attention in ``infos["rm_attention"]``.
+    Asks for the reward model's attention at every reset (the ``"rm_attention"``
+    reset option of :mod:`llm_gym.envs.protocol`); the vector env scores every
+    episode that ends in a step in one batched RM forward and returns each one's
+    attention in ``infos["rm_attention"]``.
 
     Args:
-        env: a vector env with an ``attention_request`` attribute on its
-            unwrapped env (``gym.make_vec("LLMCompletion-v0", ...)``).
+        env: a vector env that declares ``metadata["rm_attention"]``
+            (``gym.make_vec("LLMCompletion-v0", ...)`` with a transformer RM).
         beta, layers, heads, rollout, baseline, baseline_rate: as for the single-env
             wrapper (one running-mean baseline serves every sub-environment).
 
@@ -162,17 +194,33 @@ class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         self.beta = check_beta(beta)
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
         self.request = AttentionRequest(layers=layers, heads=heads, rollout=rollout)
-        if not hasattr(env.unwrapped, "attention_request"):
-            raise gym.error.Error(
-                f"vector AttentionCredit needs {env.unwrapped!r} to have an `attention_request` "
-                "attribute and to return infos['rm_attention'] for finished episodes"
+        if env.metadata.get(ATTENTION_METADATA) is False:
+            raise TypeError(
+                f"vector AttentionCredit: the reward model of {env.unwrapped!r} has no attention "
+                "weights; ABC needs a transformer reward model such as HFRewardModel"
             )
-        env.unwrapped.attention_request = self.request
+        if not env.metadata.get(ATTENTION_METADATA, False):
+            raise gym.error.Error(
+                f"vector AttentionCredit needs {env.unwrapped!r} to declare "
+                f"metadata[{ATTENTION_METADATA!r}] (it answers the 'rm_attention' reset option "
+                "with infos['rm_attention'], see llm_gym.envs.protocol) and a reward model "
+                "with attention"
+            )
 
-    def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
-        if "rm_attention" not in info:
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        kwargs["options"] = with_attention_request(kwargs.get("options"), self.request)
+        return super().reset(**kwargs)
+
+    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+        weights = _entry(infos.get(RM_ATTENTION, {}), self.request.key, i)
+        if weights is None:
+            if _entry(infos, SCORE, i) is None:
+                weights = np.zeros(n_tokens)
+                weights[-1] = 1.0
+                return weights  # cut off before the env scored it: the return stays where it fell
             raise gym.error.Error(
-                "vector AttentionCredit: a finished episode's info has no 'rm_attention' "
-                f"(keys: {sorted(info)}); the vector env must score with its attention_request"
+                f"vector AttentionCredit: sub-environment {i}'s finished episode has no "
+                f"infos[{RM_ATTENTION!r}][{self.request.key!r}] (keys: {sorted(infos)}); the "
+                "vector env must answer the 'rm_attention' reset option"
             )
-        return np.asarray(info["rm_attention"], dtype=np.float64)
+        return np.asarray(weights, dtype=np.float64)

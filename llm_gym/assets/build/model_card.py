@@ -1,4 +1,7 @@
-"""MODEL_CARD.md of the embedded world, written from the build's measured report."""
+"""MODEL_CARD.md of the embedded world, written from the build's measured report.
+
+Holds :func:`write_model_card`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ def write_model_card(report: dict, out_dir: Path, fidelity_bar: dict[str, float]
     lines = [
         "# The embedded default world",
         "",
-        f"Built by `llm-gym build-assets --seed {report['seed']}` (llm_gym/assets/build.py) in "
+        f"Built by `llm-gym build-assets --seed {report['seed']}` (llm_gym/assets/build/) in "
         f"{report['build_seconds'] / 60:.1f} minutes. Everything below was measured by that build "
         "and is also in build_report.json.",
         "",

@@ -1,0 +1,56 @@
+"""What the world build is asked to make: its budget and the bar it must reach.
+
+Holds :class:`BuildConfig`, :data:`FIDELITY_BAR` and :func:`quick_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["FIDELITY_BAR", "BuildConfig", "quick_config"]
+
+#: the default RM's last layer must reach these (mass ratio, top-1 hit rate, Spearman)
+FIDELITY_BAR = {"mass_ratio": 3.0, "top_hit_rate": 0.5, "spearman": 0.3}
+
+
+@dataclass
+class BuildConfig:
+    """Every size, step count and seed of the build (the defaults make the shipped world)."""
+
+    seed: int = 0
+    n_reviews: int = 30_000
+    held_out: int = 1_500
+    context: int = 128  # positions of every model: prompt + completion up to 128 tokens
+    lm_layers: int = 3
+    lm_width: int = 128
+    lm_steps: int = 1_500
+    lm_batch: int = 24
+    lm_lr: float = 3e-3
+    rm_width: int = 128
+    rm_heads: int = 8
+    rm_steps: int = 5_000
+    deep_rm_steps: int = 3_000
+    rm_lr: float = 1e-3
+    rm_batch: int = 32
+    n_prompts: int = 500
+    eval_completions: int = 512
+    eval_new_tokens: int = 32
+    threads: int = 1
+
+
+def quick_config(seed: int = 0) -> BuildConfig:
+    """A tiny budget (``--quick``), for testing the build itself.
+
+    >>> quick_config().lm_steps
+    20
+    """
+    return replace(
+        BuildConfig(seed=seed),
+        n_reviews=400,
+        held_out=100,
+        lm_steps=20,
+        rm_steps=20,
+        deep_rm_steps=20,
+        eval_completions=32,
+        n_prompts=50,
+    )

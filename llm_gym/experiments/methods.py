@@ -1,0 +1,383 @@
+"""The methods of ``llm-gym compare``, each declared once.
+
+Holds :class:`Method` (one reward scheme: the wrapper it puts on LLMCompletion-v0,
+the credit map the fidelity table measures, what it needs, its help line),
+:class:`MethodFamily` (methods named by a parameter, such as ``abc@<layers>``),
+:class:`MethodRegistry` and :data:`registry`, the one instance that the CLI help,
+the validation of method names, the environments and the fidelity table all read,
+:data:`METHODS` (the names a preset runs by default), :func:`check_methods`,
+:func:`abc_layers_of` and :func:`relevance_of` (the embedded world's oracle).
+
+A new method is one entry::
+
+    registry.register(Method("uniform-centred", "llm_gym.wrappers:UniformCredit", ...))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import load_env_creator
+
+from llm_gym import assets
+
+if TYPE_CHECKING:
+    from llm_gym.experiments.presets import ComparePreset
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodFamily",
+    "MethodRegistry",
+    "abc_layers_of",
+    "check_methods",
+    "registry",
+    "relevance_of",
+]
+
+#: ``preset -> (label, credit map)``: the label names the map, so methods that share a
+#: map (``abc`` and ``abc-centred``) share one row of the fidelity table
+CreditMapOf = Callable[["ComparePreset"], tuple[str, Any]]
+
+
+def _no_kwargs(preset: ComparePreset) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One reward scheme of ``llm-gym compare``.
+
+    Args:
+        name: what ``--rewards`` calls it (no ``@``: that names a :class:`MethodFamily`).
+        wrapper: the wrapper class or function, ``wrapper(env, **kwargs)``, or its entry
+            point ``"module:name"`` (imported when first used, so the CLI stays quick).
+        kwargs: ``preset -> keyword arguments of the wrapper``; default none.
+        help: one line for ``llm-gym compare --help``.
+        credit_map: ``preset -> (label, map)``, the map
+            (:data:`~llm_gym.rewards.credit.CreditMap`) the fidelity table measures for
+            this method; ``None``: no row (the method spreads no credit).
+        needs_embedded_world: its wrapper reads the embedded world's known per-token
+            relevance, so it runs only with the embedded tokenizer.
+        by_default: among :data:`METHODS`, which a preset runs when none are named.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym.experiments.presets import ComparePreset
+        >>> env = registry.lookup("uniform-centred").wrap(gym.make("LLMCompletion-v0"), ComparePreset())
+        >>> type(env).__name__, env.baseline.running
+        ('UniformCredit', True)
+    """
+
+    name: str
+    wrapper: str | Callable[..., gym.Env]
+    kwargs: Callable[[ComparePreset], dict[str, Any]] = _no_kwargs
+    help: str = ""
+    credit_map: CreditMapOf | None = None
+    needs_embedded_world: bool = False
+    by_default: bool = True
+
+    def wrap(self, env: gym.Env, preset: ComparePreset) -> gym.Env:
+        """``env`` wrapped for this method under ``preset``'s settings."""
+        wrapper = load_env_creator(self.wrapper) if isinstance(self.wrapper, str) else self.wrapper
+        return wrapper(env, **self.kwargs(preset))
+
+
+@dataclass(frozen=True)
+class MethodFamily:
+    """Methods named ``<prefix>@<parameter>`` (``abc@0``, ``abc@0,1``), built from the name.
+
+    Args:
+        prefix: the name before ``@``.
+        parameter: what follows ``@``, as the help shows it (``"layers"``).
+        make: ``name -> Method`` for a full name such as ``"abc@0,1"``; raises a
+            ValueError naming a parameter it cannot read.
+        help: one line for ``llm-gym compare --help``.
+    """
+
+    prefix: str
+    parameter: str
+    make: Callable[[str], Method]
+    help: str = ""
+
+    @property
+    def pattern(self) -> str:
+        """How the help writes the family, e.g. ``abc@<layers>``."""
+        return f"{self.prefix}@<{self.parameter}>"
+
+
+class MethodRegistry:
+    """Every method ``llm-gym compare`` knows, by name, in the order registered.
+
+    Example:
+        >>> names = MethodRegistry()
+        >>> names.register(Method("sparse", "llm_gym.wrappers:SparseReward", help="R at the end"))
+        >>> names.lookup("sparse").help
+        'R at the end'
+        >>> names.lookup("dense")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown method 'dense'; expected one of ['sparse']
+    """
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Method] = {}
+        self._families: dict[str, MethodFamily] = {}
+
+    def register(self, entry: Method | MethodFamily) -> None:
+        """Add a method or a family; a name already taken is a ValueError."""
+        if isinstance(entry, MethodFamily):
+            if entry.prefix in self._families:
+                raise ValueError(f"method family {entry.pattern!r} is already registered")
+            self._families[entry.prefix] = entry
+            return
+        if "@" in entry.name:
+            raise ValueError(
+                f"method name {entry.name!r} has an '@', which names a family member; "
+                "register a MethodFamily for it"
+            )
+        if entry.name in self._methods:
+            raise ValueError(f"method {entry.name!r} is already registered")
+        self._methods[entry.name] = entry
+
+    def unregister(self, name: str) -> None:
+        """Remove the method ``name``, or the family whose prefix or pattern is ``name``."""
+        family = name.partition("@")[0]
+        if name in self._methods:
+            del self._methods[name]
+        elif family in self._families and name in (family, self._families[family].pattern):
+            del self._families[family]
+        else:
+            raise ValueError(f"no method {name!r} to unregister; registered: {self.names()}")
+
+    def names(self) -> list[str]:
+        """The methods' names, then the families' patterns (``abc@<layers>``)."""
+        return [*self._methods, *(family.pattern for family in self._families.values())]
+
+    def default_names(self) -> tuple[str, ...]:
+        """The names of the methods a preset runs when none are named."""
+        return tuple(name for name, method in self._methods.items() if method.by_default)
+
+    def help_lines(self) -> list[tuple[str, str]]:
+        """``(name or pattern, help)`` per method, then per family."""
+        return [(m.name, m.help) for m in self._methods.values()] + [
+            (f.pattern, f.help) for f in self._families.values()
+        ]
+
+    def lookup(self, name: str) -> Method:
+        """The method called ``name``: a registered one, or a member of a family."""
+        if name in self._methods:
+            return self._methods[name]
+        prefix, at, parameter = name.partition("@")
+        if not at or prefix not in self._families:
+            raise ValueError(f"unknown method {name!r}; expected one of {self.names()}")
+        family = self._families[prefix]
+        if not parameter:
+            raise ValueError(f"method {name!r}: expected {family.pattern}")
+        return family.make(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        prefix, at, _ = name.partition("@")
+        return name in self._methods or bool(at and prefix in self._families)
+
+    def __iter__(self) -> Iterator[Method]:
+        return iter(self._methods.values())
+
+    def check(self, names: Sequence[str], preset: ComparePreset | None = None) -> None:
+        """Raise a ValueError naming any method that is unknown or that ``preset`` cannot run."""
+        unknown = [name for name in names if name not in self]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; expected one of {self.names()}")
+        methods = [self.lookup(name) for name in names]  # reads each family parameter
+        if preset is None or preset.embedded_world:
+            return
+        for method in methods:
+            if method.needs_embedded_world:
+                raise ValueError(
+                    f"method {method.name!r} needs the embedded tokenizer (its credit is the "
+                    f"known lexicon valence of each embedded token), but the tokenizer is "
+                    f"{preset.tokenizer!r}; drop {method.name!r} from the methods"
+                )
+
+
+def abc_layers_of(method: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The layers an ``abc`` / ``abc@L`` method reads.
+
+    Example:
+        >>> abc_layers_of("abc@0,1", (-1,)), abc_layers_of("abc", (-1,))
+        ((0, 1), (-1,))
+    """
+    _, _, layers = method.partition("@")
+    if not layers:
+        return default
+    try:
+        return tuple(int(v) for v in layers.split(","))
+    except ValueError as err:
+        raise ValueError(
+            f"method {method!r}: expected abc@<layer>[,<layer>...], e.g. abc@0"
+        ) from err
+
+
+def relevance_of(prompt_ids: np.ndarray, completion_ids: np.ndarray) -> np.ndarray:
+    """The embedded world's oracle: each completion token's |lexicon valence|."""
+    return assets.token_relevance(completion_ids)
+
+
+def _oracle_credit(preset: ComparePreset) -> tuple[str, Any]:
+    def weights(batch: Any) -> list[np.ndarray]:
+        relevance = [relevance_of(p, c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+        return [r / max(r.sum(), 1e-12) for r in relevance]
+
+    return "oracle", weights
+
+
+def _uniform_credit(preset: ComparePreset) -> tuple[str, Any]:
+    return "uniform", "uniform"
+
+
+def _attention_credit(layers: tuple[int, ...]) -> tuple[str, Any]:
+    from llm_gym.rewards import AttentionRequest
+
+    return f"abc (layers {layers})", AttentionRequest(layers)
+
+
+def _generator(preset: ComparePreset) -> str:
+    """The causal LM whose attention ABC-D reads: the policy's starting weights."""
+    return preset.policy or str(assets.LM_DIR)
+
+
+def _generator_credit(preset: ComparePreset) -> tuple[str, Any]:
+    from llm_gym.rewards.generator import GeneratorAttention
+
+    return "abcd (generator attention)", GeneratorAttention(_generator(preset), device="cpu")
+
+
+def _abc_member(name: str) -> Method:
+    layers = abc_layers_of(name, ())
+    return Method(
+        name,
+        "llm_gym.wrappers:AttentionCredit",
+        lambda preset: {"beta": preset.beta, "layers": layers},
+        help=f"ABC reading the RM's layers {layers}",
+        credit_map=lambda preset: _attention_credit(layers),
+        by_default=False,
+    )
+
+
+_CENTRED = "running_mean"  # only the score's deviation from its running mean is spread
+
+#: the one registry of compare methods
+registry = MethodRegistry()
+registry.register(
+    Method(
+        "oracle",
+        "llm_gym.wrappers:RelevanceCredit",
+        lambda p: {"relevance": relevance_of, "beta": p.beta},
+        help="RelevanceCredit with the embedded world's known per-token relevance "
+        "(the upper bound for any credit map; embedded tokenizer only)",
+        credit_map=_oracle_credit,
+        needs_embedded_world=True,
+    )
+)
+registry.register(
+    Method(
+        "sparse",
+        "llm_gym.wrappers:SparseReward",
+        help="SparseReward: the RM score on the last token (the baseline, always run)",
+    )
+)
+registry.register(
+    Method(
+        "abc",
+        "llm_gym.wrappers:AttentionCredit",
+        lambda p: {"beta": p.beta, "layers": p.abc_layers},
+        help="AttentionCredit, the paper's form: the score spread by the RM's attention "
+        "(layers: --abc-layers)",
+        credit_map=lambda p: _attention_credit(p.abc_layers),
+    )
+)
+registry.register(
+    Method(
+        "uniform",
+        "llm_gym.wrappers:UniformCredit",
+        help="UniformCredit: the score spread evenly over the completion",
+        credit_map=_uniform_credit,
+    )
+)
+registry.register(
+    Method(
+        "abcd",
+        "llm_gym.wrappers:GeneratorAttentionCredit",
+        lambda p: {"model": _generator(p), "beta": p.beta},
+        help="GeneratorAttentionCredit: the score spread by the starting LM's attention",
+        credit_map=_generator_credit,
+    )
+)
+registry.register(
+    Method(
+        "pbrs",
+        "llm_gym.wrappers:PotentialShaping",
+        lambda p: {"potential": "reward_model"},
+        help="PotentialShaping with the RM's score of each prefix as the potential",
+    )
+)
+registry.register(
+    Method(
+        "abc-centred",
+        "llm_gym.wrappers:AttentionCredit",
+        lambda p: {"beta": p.beta, "layers": p.abc_layers, "baseline": _CENTRED},
+        help="abc spreading only the score's deviation from its running mean",
+        credit_map=lambda p: _attention_credit(p.abc_layers),
+    )
+)
+registry.register(
+    Method(
+        "oracle-centred",
+        "llm_gym.wrappers:RelevanceCredit",
+        lambda p: {"relevance": relevance_of, "beta": p.beta, "baseline": _CENTRED},
+        help="oracle spreading only the score's deviation from its running mean",
+        credit_map=_oracle_credit,
+        needs_embedded_world=True,
+        by_default=False,
+    )
+)
+registry.register(
+    Method(
+        "uniform-centred",
+        "llm_gym.wrappers:UniformCredit",
+        lambda p: {"baseline": _CENTRED},
+        help="uniform spreading only the score's deviation from its running mean",
+        credit_map=_uniform_credit,
+        by_default=False,
+    )
+)
+registry.register(
+    MethodFamily(
+        "abc",
+        "layers",
+        _abc_member,
+        help="abc reading these RM layers instead of --abc-layers, e.g. abc@0 or abc@0,1",
+    )
+)
+
+#: the methods a preset runs when none are named
+METHODS: tuple[str, ...] = registry.default_names()
+
+
+def check_methods(methods: Sequence[str], preset: ComparePreset | None = None) -> None:
+    """Raise a ValueError naming any method that is unknown or that ``preset`` cannot run.
+
+    Example:
+        >>> check_methods(["sparse", "abc@0"])
+        >>> check_methods(["sparse", "dense"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown methods ['dense']; expected one of [...]
+    """
+    registry.check(methods, preset)

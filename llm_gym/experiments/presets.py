@@ -1,0 +1,134 @@
+"""What one ``llm-gym compare`` asks for: the task, the methods and the PPO settings.
+
+Holds :class:`ComparePreset`, the named presets :data:`PRESETS`, :func:`env_options`
+(the LLMCompletion-v0 options a preset asks for) and :data:`RUN_INDEPENDENT_FIELDS`
+(the settings that do not change what one run computes, so a results folder can
+gain them and resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens
+from llm_gym.experiments.methods import METHODS, check_methods
+
+__all__ = ["PRESETS", "RUN_INDEPENDENT_FIELDS", "ComparePreset", "env_options"]
+
+
+@dataclass(frozen=True)
+class ComparePreset:
+    """A comparison's task and PPO settings (override any field from the command line)."""
+
+    task: str = "default"
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 8
+    updates: int = 150
+    n_envs: int = 16  # episodes per update: the paper's batch of 16
+    n_steps: int | None = None  # steps per env per update; None: the longest completion
+    batch_size: int = 128
+    n_epochs: int = 4
+    learning_rate: float = 3e-5
+    gae_lambda: float = 0.95
+    beta: float = 0.8
+    abc_layers: tuple[int, ...] = (-1,)
+    kl_coef: float = 0.05
+    kl_target: float | None = 6.0
+    kl_horizon: int = 10_000  # timesteps over which the KL coefficient moves by its clipped error
+    reward_model: str = "default"
+    max_new_tokens: int | tuple[int, int] | None = None
+    policy: str | None = None  # hub id or folder of a causal LM; None: the embedded LM
+    tokenizer: str | None = None  # hub id or folder; None: the embedded tokenizer
+    prompts: str | None = None  # bundled prompt set or file; None: the task's
+    fidelity_completions: int = 256
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # every setting is checked here, so a bad one fails before anything is written
+        if self.task not in TASK_PRESETS:
+            raise ValueError(f"task must be one of {sorted(TASK_PRESETS)}, got {self.task!r}")
+        if not self.methods:
+            raise ValueError("methods is empty; expected at least one method name")
+        check_methods(self.methods)
+        for name, low in (
+            ("seeds", 1),
+            ("updates", 1),
+            ("n_envs", 1),
+            ("batch_size", 2),
+            ("n_epochs", 1),
+            ("kl_horizon", 1),
+            ("fidelity_completions", 1),
+        ):
+            check_int(name, getattr(self, name), low)
+        if self.n_steps is not None:
+            check_int("n_steps", self.n_steps, 1)
+        for name, low, high in (("beta", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if not isinstance(self.kl_coef, (int, float)) or self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be a number >= 0, got {self.kl_coef!r}")
+        if self.kl_target is not None and (
+            not isinstance(self.kl_target, (int, float)) or self.kl_target <= 0
+        ):
+            raise ValueError(f"kl_target must be None or a number > 0, got {self.kl_target!r}")
+        if not self.abc_layers or not all(isinstance(v, int) for v in self.abc_layers):
+            raise ValueError(
+                f"abc_layers must be a tuple of layer indices, got {self.abc_layers!r}"
+            )
+        if self.max_new_tokens is not None:
+            check_new_tokens(self.max_new_tokens)
+
+    @property
+    def embedded_world(self) -> bool:
+        """Whether completions are in the embedded tokenizer, whose per-token relevance is known."""
+        return self.tokenizer is None
+
+
+PRESETS: dict[str, ComparePreset] = {
+    # the embedded world's credit-limited task: 64-token completions, rare decisive words
+    "default": ComparePreset(),
+    # the ABC paper's IMDb setting: 2-8-token prompts, 8-16 new tokens, batch 16, beta 0.8
+    "paper": ComparePreset(task="paper"),
+    # at most ~10 minutes on 2 CPU cores (two runs at a time), still showing the comparison
+    "quick": ComparePreset(methods=("oracle", "sparse", "abc", "abc-centred"), seeds=3, updates=30),
+}
+
+#: preset fields that do not change what one (method, seed) run computes
+RUN_INDEPENDENT_FIELDS = ("methods", "seeds", "fidelity_completions")
+
+
+def env_options(preset: ComparePreset) -> dict[str, Any]:
+    """The LLMCompletion-v0 options a preset asks for.
+
+    Example:
+        >>> env_options(ComparePreset(max_new_tokens=(40, 60)))
+        {'task': 'default', 'reward_model': 'default', 'max_new_tokens': (40, 60), 'min_new_tokens': 40}
+    """
+    options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model}
+    if preset.max_new_tokens is not None:
+        # completions run their full sampled length, as in the presets
+        options["max_new_tokens"] = preset.max_new_tokens
+        low = (
+            preset.max_new_tokens
+            if isinstance(preset.max_new_tokens, int)
+            else preset.max_new_tokens[0]
+        )
+        options["min_new_tokens"] = low
+    if preset.tokenizer is not None:
+        options["tokenizer"] = preset.tokenizer
+    if preset.prompts is not None:
+        options["prompts"] = preset.prompts
+    if preset.policy is not None:
+        from transformers import AutoConfig
+
+        # policies whose output layer is padded past the tokenizer (Qwen, Llama-style)
+        config = AutoConfig.from_pretrained(preset.policy)
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is not None:
+            options["vocab_size"] = vocab
+    options.update(preset.env_kwargs)
+    return options

@@ -1,0 +1,245 @@
+"""Training the runs of ``llm-gym compare``: one (method, seed) at a time, or several at once.
+
+Holds :func:`make_method_env` (LLMCompletion-v0 wrapped for a method),
+:func:`make_agent` (the untrained TokenPPO of one run), :class:`CurveRecorder`
+(one curve row per rollout, read from ``model.rollout_stats``), :func:`run_one`
+(train one run), and :func:`run_compare`: train every missing run of a preset,
+in this process or in ``jobs`` worker processes, resuming a results folder that
+already holds some of them, then write the report (:mod:`llm_gym.experiments.report`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import MISSING, asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.callbacks import BaseCallback
+
+import llm_gym  # noqa: F401  (registers the environments)
+from llm_gym.experiments.methods import check_methods, registry
+from llm_gym.experiments.presets import RUN_INDEPENDENT_FIELDS, ComparePreset, env_options
+from llm_gym.experiments.report import write_report
+from llm_gym.experiments.summary import write_long_csv
+
+__all__ = ["CurveRecorder", "make_agent", "make_method_env", "run_compare", "run_one"]
+
+
+def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
+    """LLMCompletion-v0 with ``preset``'s options, wrapped for ``method``.
+
+    Example:
+        >>> env = make_method_env("abc@0", ComparePreset(max_new_tokens=3))
+        >>> type(env).__name__, env.request.layers
+        ('AttentionCredit', (0,))
+    """
+    spec = registry.lookup(method)
+    check_methods([method], preset)  # what the method needs from the preset
+    return spec.wrap(gym.make("LLMCompletion-v0", **env_options(preset)), preset)
+
+
+def _policy_kwargs(preset: ComparePreset, env: gym.Env) -> dict[str, Any] | None:
+    if preset.policy is None:
+        return None
+    task = env.unwrapped.task
+    kwargs: dict[str, Any] = {"model": preset.policy}
+    if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
+        kwargs["n_tokens"] = len(task.tokenizer)
+    return kwargs
+
+
+def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
+    """The TokenPPO that one (method, seed) run of ``preset`` trains, untrained."""
+    import torch
+
+    from llm_gym.agents import TokenPPO
+
+    torch.manual_seed(seed)
+    env = make_method_env(method, preset)
+    n_steps = preset.n_steps or int(env.unwrapped.task.new_tokens[1])
+    return TokenPPO(
+        "CausalLMPolicy",
+        env,
+        n_envs=preset.n_envs,
+        n_steps=n_steps,
+        batch_size=min(preset.batch_size, n_steps * preset.n_envs),
+        n_epochs=preset.n_epochs,
+        learning_rate=preset.learning_rate,
+        gae_lambda=preset.gae_lambda,
+        kl_coef=preset.kl_coef,
+        kl_target=preset.kl_target,
+        kl_horizon=preset.kl_horizon,
+        policy_kwargs=_policy_kwargs(preset, env),
+        seed=seed,
+        device="cpu",
+    )
+
+
+class CurveRecorder(BaseCallback):
+    """One row per rollout (score, KL per completion, completion length) from ``model.rollout_stats``.
+
+    TokenPPO sets ``rollout_stats`` (what it logs under ``rollout/``) at the end of
+    every rollout, before other callbacks' ``_on_rollout_end``. A value the rollout
+    did not log (no KL without a reference model) is NaN.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        stats = getattr(self.model, "rollout_stats", None)
+        if stats is None:
+            raise TypeError(
+                f"CurveRecorder reads model.rollout_stats, which {type(self.model).__name__} "
+                "does not set; use TokenPPO or TokenMaskablePPO"
+            )
+        self.rows.append(
+            {
+                "score": float(stats.get("score_mean", math.nan)),
+                "kl": float(stats.get("kl_per_completion", math.nan)),
+                "length": float(stats.get("completion_length", math.nan)),
+            }
+        )
+
+
+def run_one(
+    method: str, seed: int, preset: ComparePreset, out_dir: Path, threads: int | None = None
+) -> list[dict[str, Any]]:
+    """Train one run; returns one row per update (method, seed, update, score, kl, length).
+
+    Its TensorBoard logs go to ``out_dir/tb/<method>_seed<seed>``.
+    """
+    import shutil
+
+    import torch
+    from stable_baselines3.common.logger import configure
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = make_agent(method, seed, preset)
+    run_dir = out_dir / "tb" / f"{method}_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted attempt's logs
+    model.set_logger(configure(str(run_dir), ["tensorboard"]))
+    curves = CurveRecorder()
+    model.learn(preset.updates * model.n_steps * preset.n_envs, callback=curves, log_interval=1)
+    model.env.close()
+    return [
+        {"method": method, "seed": seed, "update": update, **row}
+        for update, row in enumerate(curves.rows)
+    ]
+
+
+def _default(field_: Any) -> Any:
+    return field_.default_factory() if field_.default is MISSING else field_.default
+
+
+def _json_values(config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
+
+
+def _run_config(preset: ComparePreset) -> dict[str, Any]:
+    config = asdict(preset)
+    for name in RUN_INDEPENDENT_FIELDS:
+        config.pop(name)
+    return _json_values(config)
+
+
+def _finished_runs(out: Path, preset: ComparePreset) -> list[dict[str, Any]]:
+    """Rows of the runs an earlier call finished in ``out`` with the same run settings."""
+    config_path, csv_path = out / "config.json", out / "curves.csv"
+    config = _run_config(preset)
+    if config_path.exists():
+        # a setting added after the folder was written held its default value then
+        defaults = {f.name: _default(f) for f in fields(ComparePreset) if f.name in config}
+        stored = _json_values(defaults) | json.loads(config_path.read_text())
+        changed = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
+        if changed:
+            details = ", ".join(
+                f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items()
+            )
+            raise ValueError(
+                f"{out} holds runs made with other settings ({details}); "
+                "pass another --out, or the same settings to add methods or seeds"
+            )
+    elif csv_path.exists():
+        raise ValueError(
+            f"{csv_path} exists but {config_path} does not, so its runs' settings are unknown; "
+            "pass another --out"
+        )
+    config_path.write_text(json.dumps(config, indent=1) + "\n")
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["seed"], row["update"] = int(row["seed"]), int(row["update"])
+    return rows
+
+
+def run_compare(
+    preset: ComparePreset,
+    out_dir: str | Path,
+    progress: bool = True,
+    smoothing: int = 5,
+    fidelity: bool = True,
+    first_seed: int = 0,
+    jobs: int = 1,
+) -> str:
+    """Train every (method, seed), write the outputs, and return the summary markdown.
+
+    Runs already in ``out_dir`` from an earlier call with the same settings are kept,
+    not retrained, so an interrupted comparison resumes and a finished one can gain
+    methods or seeds. ``jobs > 1`` trains that many runs at a time in worker
+    processes with one torch thread each.
+    """
+    from tqdm.auto import tqdm
+
+    check_methods(preset.methods, preset)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if "sparse" not in preset.methods:
+        preset = replace(preset, methods=("sparse", *preset.methods))  # the baseline
+    # the task's tokenizer, reward model, prompts and lengths load (or fail) before
+    # anything is written, so a bad setting leaves no folder behind to refuse the fix
+    gym.make("LLMCompletion-v0", **env_options(preset)).close()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _finished_runs(out, preset)
+    done = {(row["method"], row["seed"]) for row in rows}
+    started = time.perf_counter()
+    seeds = range(first_seed, first_seed + preset.seeds)
+    runs = [(m, s) for s in seeds for m in preset.methods if (m, s) not in done]
+    order = {m: i for i, m in enumerate(preset.methods)}
+
+    def record(new_rows: list[dict[str, Any]]) -> None:
+        rows.extend(new_rows)
+        rows.sort(key=lambda r: (r["seed"], order.get(r["method"], len(order)), r["update"]))
+        write_long_csv(out / "curves.csv", rows)
+
+    bar = tqdm(total=len(runs), desc="compare", disable=not progress, unit="run")
+    if jobs == 1:
+        for method, seed in runs:
+            record(run_one(method, seed, preset, out))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # torch is not fork-safe
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(run_one, m, s, preset, out, 1) for m, s in runs]
+            for future in as_completed(futures):
+                record(future.result())
+                bar.update()
+    bar.close()
+    minutes = (time.perf_counter() - started) / 60
+    return write_report(out, preset, [out / "curves.csv"], smoothing, fidelity, minutes)
