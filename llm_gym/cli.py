@@ -86,7 +86,14 @@ def _compare(args: argparse.Namespace) -> None:
         "policy": args.policy,
         "tokenizer": args.tokenizer,
         "prompts": args.prompts,
+        "agent": args.agent,
+        "group_size": args.group_size,
     }
+    if args.rewards is None and args.agent not in (None, "ppo"):
+        # the preset's methods that the group agent can train with
+        overrides["methods"] = tuple(
+            m for m in preset.methods if registry.lookup(m).runs_with(args.agent)
+        )
     preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
     if args.threads:
         import torch
@@ -174,6 +181,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     compare.add_argument(
         "--quick", action="store_true", help="a run that takes at most ~10 minutes on 2 cores"
+    )
+    compare.add_argument(
+        "--agent",
+        default=None,
+        choices=["ppo", "rloo", "grpo"],
+        help="TokenPPO (default), or the critic-free group agents TokenRLOO / TokenGRPO",
+    )
+    compare.add_argument(
+        "--group-size",
+        type=_positive_int,
+        default=None,
+        help="completions per prompt for --agent rloo|grpo (default 4; --batch must be a multiple)",
     )
     compare.add_argument("--seeds", type=_positive_int, default=None)
     compare.add_argument("--updates", type=_positive_int, default=None)

@@ -372,3 +372,21 @@ def test_report_lists_methods_in_the_order_asked(tmp_path, monkeypatch):
     ]
     rows = list(csv.DictReader(open(tmp_path / "curves.csv", newline="")))
     assert [r["method"] for r in rows[::3]] == ["uniform", "abc", "sparse"] * 2
+
+
+def test_group_agents_train_on_grouped_vector_envs_with_the_method_options():
+    from llm_gym.agents import TokenGRPO, TokenRLOO
+    from llm_gym.experiments.runs import make_agent
+
+    preset = ComparePreset(agent="rloo", max_new_tokens=3, n_envs=4, group_size=2)
+    model = make_agent("abc-group", 0, preset)
+    assert isinstance(model, TokenRLOO) and model.estimator == "group_centred"
+    assert model.get_env().env.unwrapped.group_size == 2
+    assert isinstance(make_agent("pbrs", 0, replace(preset, agent="grpo")), TokenGRPO)
+    assert "abcd" not in ComparePreset(agent="rloo").methods  # no vector form
+    with pytest.raises(ValueError, match=r"methods \['abcd'\] do not run with --agent rloo"):
+        ComparePreset(agent="rloo", methods=("sparse", "abcd"))
+    with pytest.raises(ValueError, match=r"methods \['abc-group'\] do not run with --agent ppo"):
+        ComparePreset(methods=("sparse", "abc-group"))
+    with pytest.raises(ValueError, match=r"n_envs=6 .* not a multiple of group_size=4"):
+        ComparePreset(agent="grpo", n_envs=6)

@@ -16,7 +16,7 @@ A new method is one entry::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -57,6 +57,13 @@ class Method:
         wrapper: the wrapper class or function, ``wrapper(env, **kwargs)``, or its entry
             point ``"module:name"`` (imported when first used, so the CLI stays quick).
         kwargs: ``preset -> keyword arguments of the wrapper``; default none.
+        vector_wrapper: the same scheme for a vector env (``llm_gym.wrappers.vector``),
+            which the group agents (``--agent rloo|grpo``) train on; ``None``: the method
+            runs with ``--agent ppo`` only.
+        agent_kwargs: options of the group agents this method sets (e.g. the
+            group-centred estimator); default none.
+        agents: the agents it runs with (``"ppo"``, ``"rloo"``, ``"grpo"``); default: the
+            group agents only when it has a vector form.
         help: one line for ``llm-gym compare --help``.
         credit_map: ``preset -> (label, map)``, the map
             (:data:`~llm_gym.rewards.credit.CreditMap`) the fidelity table measures for
@@ -76,15 +83,38 @@ class Method:
     name: str
     wrapper: str | Callable[..., gym.Env]
     kwargs: Callable[[ComparePreset], dict[str, Any]] = _no_kwargs
+    vector_wrapper: str | Callable[..., gym.vector.VectorEnv] | None = None
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    agents: tuple[str, ...] | None = None
     help: str = ""
     credit_map: CreditMapOf | None = None
     needs_embedded_world: bool = False
     by_default: bool = True
 
+    def runs_with(self, agent: str) -> bool:
+        """Whether this method can train with ``agent``."""
+        if self.agents is not None:
+            return agent in self.agents
+        return agent == "ppo" or self.vector_wrapper is not None
+
     def wrap(self, env: gym.Env, preset: ComparePreset) -> gym.Env:
         """``env`` wrapped for this method under ``preset``'s settings."""
         wrapper = load_env_creator(self.wrapper) if isinstance(self.wrapper, str) else self.wrapper
         return wrapper(env, **self.kwargs(preset))
+
+    def wrap_vector(
+        self, envs: gym.vector.VectorEnv, preset: ComparePreset
+    ) -> gym.vector.VectorEnv:
+        """A vector env wrapped for this method (for the group agents)."""
+        if self.vector_wrapper is None:
+            raise ValueError(
+                f"method {self.name!r} has no vector form, so the group agents cannot train "
+                "with it; use --agent ppo"
+            )
+        wrapper = self.vector_wrapper
+        if isinstance(wrapper, str):
+            wrapper = load_env_creator(wrapper)
+        return wrapper(envs, **self.kwargs(preset))
 
 
 @dataclass(frozen=True)
@@ -189,12 +219,19 @@ class MethodRegistry:
     def __iter__(self) -> Iterator[Method]:
         return iter(self._methods.values())
 
-    def check(self, names: Sequence[str], preset: ComparePreset | None = None) -> None:
+    def check(
+        self, names: Sequence[str], preset: ComparePreset | None = None, agent: str | None = None
+    ) -> None:
         """Raise a ValueError naming any method that is unknown or that ``preset`` cannot run."""
         unknown = [name for name in names if name not in self]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; expected one of {self.names()}")
         methods = [self.lookup(name) for name in names]  # reads each family parameter
+        agent = agent or (preset.agent if preset is not None else None)
+        if agent is not None:
+            refused = [m.name for m in methods if not m.runs_with(agent)]
+            if refused:
+                raise ValueError(f"methods {refused} do not run with --agent {agent}")
         if preset is None or preset.embedded_world:
             return
         for method in methods:
@@ -264,6 +301,7 @@ def _abc_member(name: str) -> Method:
         name,
         "llm_gym.wrappers:AttentionCredit",
         lambda preset: {"beta": preset.beta, "layers": layers},
+        vector_wrapper="llm_gym.wrappers.vector:AttentionCredit",
         help=f"ABC reading the RM's layers {layers}",
         credit_map=lambda preset: _attention_credit(layers),
         by_default=False,
@@ -279,6 +317,7 @@ registry.register(
         "oracle",
         "llm_gym.wrappers:RelevanceCredit",
         lambda p: {"relevance": relevance_of, "beta": p.beta},
+        vector_wrapper="llm_gym.wrappers.vector:RelevanceCredit",
         help="RelevanceCredit with the embedded world's known per-token relevance "
         "(the upper bound for any credit map; embedded tokenizer only)",
         credit_map=_oracle_credit,
@@ -289,6 +328,7 @@ registry.register(
     Method(
         "sparse",
         "llm_gym.wrappers:SparseReward",
+        vector_wrapper="llm_gym.wrappers.vector:SparseReward",
         help="SparseReward: the RM score on the last token (the baseline, always run)",
     )
 )
@@ -297,6 +337,7 @@ registry.register(
         "abc",
         "llm_gym.wrappers:AttentionCredit",
         lambda p: {"beta": p.beta, "layers": p.abc_layers},
+        vector_wrapper="llm_gym.wrappers.vector:AttentionCredit",
         help="AttentionCredit, the paper's form: the score spread by the RM's attention "
         "(layers: --abc-layers)",
         credit_map=lambda p: _attention_credit(p.abc_layers),
@@ -306,6 +347,7 @@ registry.register(
     Method(
         "uniform",
         "llm_gym.wrappers:UniformCredit",
+        vector_wrapper="llm_gym.wrappers.vector:UniformCredit",
         help="UniformCredit: the score spread evenly over the completion",
         credit_map=_uniform_credit,
     )
@@ -324,6 +366,7 @@ registry.register(
         "pbrs",
         "llm_gym.wrappers:PotentialShaping",
         lambda p: {"potential": "reward_model"},
+        vector_wrapper="llm_gym.wrappers.vector:PotentialShaping",
         help="PotentialShaping with the RM's score of each prefix as the potential",
     )
 )
@@ -332,6 +375,7 @@ registry.register(
         "abc-centred",
         "llm_gym.wrappers:AttentionCredit",
         lambda p: {"beta": p.beta, "layers": p.abc_layers, "baseline": _CENTRED},
+        vector_wrapper="llm_gym.wrappers.vector:AttentionCredit",
         help="abc spreading only the score's deviation from its running mean",
         credit_map=lambda p: _attention_credit(p.abc_layers),
     )
@@ -341,6 +385,7 @@ registry.register(
         "oracle-centred",
         "llm_gym.wrappers:RelevanceCredit",
         lambda p: {"relevance": relevance_of, "beta": p.beta, "baseline": _CENTRED},
+        vector_wrapper="llm_gym.wrappers.vector:RelevanceCredit",
         help="oracle spreading only the score's deviation from its running mean",
         credit_map=_oracle_credit,
         needs_embedded_world=True,
@@ -352,8 +397,23 @@ registry.register(
         "uniform-centred",
         "llm_gym.wrappers:UniformCredit",
         lambda p: {"baseline": _CENTRED},
+        vector_wrapper="llm_gym.wrappers.vector:UniformCredit",
         help="uniform spreading only the score's deviation from its running mean",
         credit_map=_uniform_credit,
+        by_default=False,
+    )
+)
+registry.register(
+    Method(
+        "abc-group",
+        "llm_gym.wrappers:AttentionCredit",
+        lambda p: {"beta": p.beta, "layers": p.abc_layers},
+        vector_wrapper="llm_gym.wrappers.vector:AttentionCredit",
+        agent_kwargs={"estimator": "group_centred"},
+        agents=("rloo", "grpo"),
+        help="group-centred ABC (group agents only): the group deviation of the score "
+        "spread by the RM's attention",
+        credit_map=lambda p: _attention_credit(p.abc_layers),
         by_default=False,
     )
 )
@@ -370,7 +430,9 @@ registry.register(
 METHODS: tuple[str, ...] = registry.default_names()
 
 
-def check_methods(methods: Sequence[str], preset: ComparePreset | None = None) -> None:
+def check_methods(
+    methods: Sequence[str], preset: ComparePreset | None = None, agent: str | None = None
+) -> None:
     """Raise a ValueError naming any method that is unknown or that ``preset`` cannot run.
 
     Example:
@@ -380,4 +442,4 @@ def check_methods(methods: Sequence[str], preset: ComparePreset | None = None) -
         ...
         ValueError: unknown methods ['dense']; expected one of [...]
     """
-    registry.check(methods, preset)
+    registry.check(methods, preset, agent)

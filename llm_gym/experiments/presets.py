@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens
-from llm_gym.experiments.methods import METHODS, check_methods
+from llm_gym.experiments.methods import METHODS, check_methods, registry
 
-__all__ = ["PRESETS", "RUN_INDEPENDENT_FIELDS", "ComparePreset", "env_options"]
+__all__ = ["AGENTS", "PRESETS", "RUN_INDEPENDENT_FIELDS", "ComparePreset", "env_options"]
+
+#: the agents a comparison can train: TokenPPO, TokenRLOO, TokenGRPO
+AGENTS = ("ppo", "rloo", "grpo")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ComparePreset:
     prompts: str | None = None  # bundled prompt set or file; None: the task's
     fidelity_completions: int = 256
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    agent: str = "ppo"  # "ppo" (TokenPPO), "rloo" (TokenRLOO) or "grpo" (TokenGRPO)
+    group_size: int = 4  # completions per prompt of the group agents
 
     def __post_init__(self) -> None:
         # every setting is checked here, so a bad one fails before anything is written
@@ -50,7 +55,22 @@ class ComparePreset:
             raise ValueError(f"task must be one of {sorted(TASK_PRESETS)}, got {self.task!r}")
         if not self.methods:
             raise ValueError("methods is empty; expected at least one method name")
-        check_methods(self.methods)
+        if self.agent not in AGENTS:
+            raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}")
+        check_int("group_size", self.group_size, 2)
+        if self.agent != "ppo" and self.n_envs % self.group_size:
+            raise ValueError(
+                f"n_envs={self.n_envs} (--batch) is not a multiple of group_size="
+                f"{self.group_size}; the group agents need groups of equal size"
+            )
+        if self.agent != "ppo" and self.methods == METHODS:
+            # the default methods that a group agent can train with (the rest have no vector form)
+            object.__setattr__(
+                self,
+                "methods",
+                tuple(m for m in METHODS if registry.lookup(m).runs_with(self.agent)),
+            )
+        check_methods(self.methods, agent=self.agent)
         for name, low in (
             ("seeds", 1),
             ("updates", 1),

@@ -29,7 +29,14 @@ from llm_gym.experiments.summary import (
     write_long_csv,
 )
 
-__all__ = ["credit_fidelity_table", "kl_table", "plot_curves", "plot_kl_frontier", "write_report"]
+__all__ = [
+    "credit_fidelity_table",
+    "kl_table",
+    "plot_curves",
+    "plot_kl_frontier",
+    "timing_table",
+    "write_report",
+]
 
 
 def credit_fidelity_table(
@@ -164,6 +171,26 @@ def kl_table(rows: Sequence[dict[str, Any]], last: int = 10) -> str:
     return "\n".join(lines)
 
 
+def timing_table(path: Path) -> str:
+    """Median and interquartile range of the seconds per update of each method ('' without data)."""
+    if not path.exists():
+        return ""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    by_method: dict[str, list[float]] = {}
+    for row in rows:
+        if int(row["update"]) > 0:  # the first update also loads the models
+            by_method.setdefault(row["method"], []).append(float(row["seconds"]))
+    lines = [
+        "| method | seconds per update, median (IQR) | updates timed |",
+        "|---|---|---|",
+    ]
+    for method, seconds in by_method.items():
+        q1, median, q3 = np.nanpercentile(seconds, [25, 50, 75])
+        lines.append(f"| {method} | {median:.2f} ({q1:.2f}-{q3:.2f}) | {len(seconds)} |")
+    return "\n".join(lines) if by_method else ""
+
+
 def write_report(
     out_dir: str | Path,
     preset: ComparePreset,
@@ -232,6 +259,9 @@ def write_report(
                 smoothing=smoothing,
             ),
         ]
+    timing = timing_table(out / "timings.csv")
+    if timing:
+        parts += ["", "## Wall time per update", "", timing]
     if fidelity:
         methods = list(dict.fromkeys(row["method"] for row in rows))  # in the tables' order
         parts += [

@@ -27,7 +27,14 @@ from llm_gym.experiments.presets import RUN_INDEPENDENT_FIELDS, ComparePreset, e
 from llm_gym.experiments.report import write_report
 from llm_gym.experiments.summary import write_long_csv
 
-__all__ = ["CurveRecorder", "make_agent", "make_method_env", "run_compare", "run_one"]
+__all__ = [
+    "CurveRecorder",
+    "make_agent",
+    "make_method_env",
+    "make_method_vector_env",
+    "run_compare",
+    "run_one",
+]
 
 
 def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
@@ -43,23 +50,60 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
     return spec.wrap(gym.make("LLMCompletion-v0", **env_options(preset)), preset)
 
 
-def _policy_kwargs(preset: ComparePreset, env: gym.Env) -> dict[str, Any] | None:
+def _policy_kwargs(preset: ComparePreset, task: Any) -> dict[str, Any] | None:
     if preset.policy is None:
         return None
-    task = env.unwrapped.task
     kwargs: dict[str, Any] = {"model": preset.policy}
     if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
         kwargs["n_tokens"] = len(task.tokenizer)
     return kwargs
 
 
+def make_method_vector_env(method: str, preset: ComparePreset) -> gym.vector.VectorEnv:
+    """The group agents' vector env: ``preset.n_envs`` sub-envs in groups, wrapped for ``method``.
+
+    Example:
+        >>> envs = make_method_vector_env("abc", ComparePreset(agent="rloo", max_new_tokens=3))
+        >>> type(envs).__name__, envs.unwrapped.group_size
+        ('AttentionCredit', 4)
+    """
+    spec = registry.lookup(method)
+    check_methods([method], preset)
+    envs = gym.make_vec(
+        "LLMCompletion-v0",
+        num_envs=preset.n_envs,
+        group_size=preset.group_size,
+        **env_options(preset),
+    )
+    return spec.wrap_vector(envs, preset)
+
+
 def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
-    """The TokenPPO that one (method, seed) run of ``preset`` trains, untrained."""
+    """The agent (TokenPPO, TokenRLOO or TokenGRPO) one (method, seed) run of ``preset`` trains."""
     import torch
 
-    from llm_gym.agents import TokenPPO
+    from llm_gym.agents import TokenGRPO, TokenPPO, TokenRLOO
 
     torch.manual_seed(seed)
+    if preset.agent != "ppo":
+        envs = make_method_vector_env(method, preset)
+        n_steps = preset.n_steps or int(envs.unwrapped.task.new_tokens[1])
+        agent = {"rloo": TokenRLOO, "grpo": TokenGRPO}[preset.agent]
+        return agent(
+            "CausalLMPolicy",
+            envs,
+            n_steps=n_steps,
+            batch_size=min(preset.batch_size, n_steps * preset.n_envs),
+            n_epochs=preset.n_epochs,
+            learning_rate=preset.learning_rate,
+            kl_coef=preset.kl_coef,
+            kl_target=preset.kl_target,
+            kl_horizon=preset.kl_horizon,
+            policy_kwargs=_policy_kwargs(preset, envs.unwrapped.task),
+            seed=seed,
+            device="cpu",
+            **registry.lookup(method).agent_kwargs,
+        )
     env = make_method_env(method, preset)
     n_steps = preset.n_steps or int(env.unwrapped.task.new_tokens[1])
     return TokenPPO(
@@ -74,7 +118,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
         kl_coef=preset.kl_coef,
         kl_target=preset.kl_target,
         kl_horizon=preset.kl_horizon,
-        policy_kwargs=_policy_kwargs(preset, env),
+        policy_kwargs=_policy_kwargs(preset, env.unwrapped.task),
         seed=seed,
         device="cpu",
     )
@@ -85,15 +129,33 @@ class CurveRecorder(BaseCallback):
 
     TokenPPO sets ``rollout_stats`` (what it logs under ``rollout/``) at the end of
     every rollout, before other callbacks' ``_on_rollout_end``. A value the rollout
-    did not log (no KL without a reference model) is NaN.
+    did not log (no KL without a reference model) is NaN. :attr:`seconds` holds the
+    wall time of each update (its rollout and the training before the next one).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict[str, float]] = []
+        self.seconds: list[float] = []
+
+    def _on_training_start(self) -> None:
+        self._last = time.perf_counter()
 
     def _on_step(self) -> bool:
         return True
+
+    def _on_rollout_start(self) -> None:
+        if self.rows:  # the previous update's training is over
+            self._add_training_time()
+
+    def _on_training_end(self) -> None:
+        if self.rows:
+            self._add_training_time()
+
+    def _add_training_time(self) -> None:
+        now = time.perf_counter()
+        self.seconds[-1] += now - self._last
+        self._last = now
 
     def _on_rollout_end(self) -> None:
         stats = getattr(self.model, "rollout_stats", None)
@@ -102,6 +164,9 @@ class CurveRecorder(BaseCallback):
                 f"CurveRecorder reads model.rollout_stats, which {type(self.model).__name__} "
                 "does not set; use TokenPPO or TokenMaskablePPO"
             )
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
         self.rows.append(
             {
                 "score": float(stats.get("score_mean", math.nan)),
@@ -132,9 +197,10 @@ def run_one(
     curves = CurveRecorder()
     model.learn(preset.updates * model.n_steps * preset.n_envs, callback=curves, log_interval=1)
     model.env.close()
+    seconds = curves.seconds + [math.nan] * (len(curves.rows) - len(curves.seconds))
     return [
-        {"method": method, "seed": seed, "update": update, **row}
-        for update, row in enumerate(curves.rows)
+        {"method": method, "seed": seed, "update": update, **row, "seconds": s}
+        for update, (row, s) in enumerate(zip(curves.rows, seconds))
     ]
 
 
@@ -176,6 +242,11 @@ def _finished_runs(out: Path, preset: ComparePreset) -> list[dict[str, Any]]:
             "pass another --out"
         )
     config_path.write_text(json.dumps(config, indent=1) + "\n")
+    return _read_rows(csv_path)
+
+
+def _read_rows(csv_path: Path) -> list[dict[str, Any]]:
+    """The rows of a long-format CSV of the folder (none if it does not exist)."""
     if not csv_path.exists():
         return []
     with open(csv_path, newline="") as handle:
@@ -214,6 +285,7 @@ def run_compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = _finished_runs(out, preset)
+    timings = _read_rows(out / "timings.csv")
     done = {(row["method"], row["seed"]) for row in rows}
     started = time.perf_counter()
     seeds = range(first_seed, first_seed + preset.seeds)
@@ -221,9 +293,23 @@ def run_compare(
     order = {m: i for i, m in enumerate(preset.methods)}
 
     def record(new_rows: list[dict[str, Any]]) -> None:
+        # wall times vary from run to run: they go to timings.csv, so curves.csv stays
+        # identical whatever runs the sweep
+        timings.extend(
+            {
+                "method": r["method"],
+                "seed": r["seed"],
+                "update": r["update"],
+                "seconds": r.pop("seconds"),
+            }
+            for r in new_rows
+            if "seconds" in r
+        )
         rows.extend(new_rows)
         rows.sort(key=lambda r: (r["seed"], order.get(r["method"], len(order)), r["update"]))
         write_long_csv(out / "curves.csv", rows)
+        if timings:
+            write_long_csv(out / "timings.csv", timings)
 
     bar = tqdm(total=len(runs), desc="compare", disable=not progress, unit="run")
     if jobs == 1:

@@ -10,7 +10,7 @@ import numpy as np
 
 from llm_gym.wrappers.credit import CreditWrapper, check_beta, episode_ids
 
-__all__ = ["RelevanceCredit"]
+__all__ = ["RelevanceCredit", "relevance_weights"]
 
 
 class RelevanceCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
@@ -56,26 +56,39 @@ class RelevanceCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
             self, relevance=relevance, beta=beta, baseline=baseline, baseline_rate=baseline_rate
         )
         CreditWrapper.__init__(self, env, baseline, baseline_rate)
-        if not callable(relevance):
-            raise TypeError(
-                f"relevance must be a function (prompt_ids, completion_ids) -> array, got {relevance!r}"
-            )
+        self.weights_of = relevance_weights(relevance, "RelevanceCredit")
         self.relevance = relevance
         self.beta = check_beta(beta)
 
     def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         prompt, completion = episode_ids(info, "RelevanceCredit")
-        values = np.abs(np.asarray(self.relevance(prompt, completion), dtype=np.float64)).reshape(
-            -1
+        return self.weights_of(prompt, completion, n_tokens)
+
+
+def relevance_weights(
+    relevance: Callable[[np.ndarray, np.ndarray], np.ndarray], wrapper: str
+) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """``(prompt, completion, n_tokens) -> weights``: |relevance| normalised to sum to 1.
+
+    A completion with no relevant token keeps its score on its last token.
+    """
+    if not callable(relevance):
+        raise TypeError(
+            f"relevance must be a function (prompt_ids, completion_ids) -> array, got {relevance!r}"
         )
+
+    def weights(prompt: np.ndarray, completion: np.ndarray, n_tokens: int) -> np.ndarray:
+        values = np.abs(np.asarray(relevance(prompt, completion), dtype=np.float64)).reshape(-1)
         if values.shape != (n_tokens,) or not np.isfinite(values).all():
             raise ValueError(
-                f"relevance returned {values.tolist()!r} for a completion of {n_tokens} tokens; "
-                "expected one finite value per token"
+                f"{wrapper}: relevance returned {values.tolist()!r} for a completion of "
+                f"{n_tokens} tokens; expected one finite value per token"
             )
         total = values.sum()
         if total == 0:
-            weights = np.zeros(n_tokens)
-            weights[-1] = 1.0
-            return weights
+            out = np.zeros(n_tokens)
+            out[-1] = 1.0
+            return out
         return values / total
+
+    return weights

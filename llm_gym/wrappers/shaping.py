@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.envs.protocol import PROMPT_IDS, TOKEN_REWARDS
+from llm_gym.envs.protocol import CREDIT_MAP, PROMPT_IDS, TOKEN_REWARDS
 from llm_gym.rewards import PrefixScorer, RewardModel
 
 __all__ = ["PotentialShaping", "RewardModelPotential"]
@@ -152,4 +152,5 @@ class PotentialShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
                     f"for an episode of {len(self._shaping)} steps; expected one per step"
                 )
             info[TOKEN_REWARDS] = (np.asarray(inner, dtype=np.float64) + self._shaping).tolist()
+            info.pop(CREDIT_MAP, None)  # shaping is not a redistribution of the score
         return obs, float(reward) + shaping, terminated, truncated, info

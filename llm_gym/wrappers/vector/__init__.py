@@ -2,9 +2,18 @@
 
 from llm_gym.wrappers.vector.credit import (
     AttentionCredit,
+    RelevanceCredit,
     SparseReward,
     UniformCredit,
     VectorCreditWrapper,
 )
+from llm_gym.wrappers.vector.shaping import PotentialShaping
 
-__all__ = ["AttentionCredit", "SparseReward", "UniformCredit", "VectorCreditWrapper"]
+__all__ = [
+    "AttentionCredit",
+    "PotentialShaping",
+    "RelevanceCredit",
+    "SparseReward",
+    "UniformCredit",
+    "VectorCreditWrapper",
+]

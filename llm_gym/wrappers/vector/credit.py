@@ -1,13 +1,14 @@
 """Vector versions of the redistribution wrappers, for ``LLMCompletionVectorEnv`` and any
 ``VectorEnv`` with ``NEXT_STEP`` autoreset.
 
-Holds :class:`VectorCreditWrapper`, :class:`SparseReward`, :class:`UniformCredit`
-and :class:`AttentionCredit`. Each sub-environment's episode gets the same token
+Holds :class:`VectorCreditWrapper`, :class:`SparseReward`, :class:`UniformCredit`,
+:class:`RelevanceCredit` and :class:`AttentionCredit`. Each sub-environment's episode gets the same token
 rewards as the single-environment wrapper gives it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -18,6 +19,7 @@ from llm_gym.envs.protocol import (
     ATTENTION_METADATA,
     COMPLETION_IDS,
     CREDIT_MAP,
+    PROMPT_IDS,
     RM_ATTENTION,
     SCORE,
     TOKEN_REWARDS,
@@ -29,14 +31,27 @@ from llm_gym.wrappers.credit import (
     check_beta,
     check_credit_weights,
     credit_map,
+    episode_ids,
     redistribute,
 )
+from llm_gym.wrappers.relevance_credit import relevance_weights
 
-__all__ = ["AttentionCredit", "SparseReward", "UniformCredit", "VectorCreditWrapper"]
+__all__ = [
+    "AttentionCredit",
+    "info_entry",
+    "RelevanceCredit",
+    "SparseReward",
+    "UniformCredit",
+    "VectorCreditWrapper",
+]
 
 
-def _entry(infos: dict[str, Any], key: str, i: int) -> Any:
-    """Sub-environment ``i``'s value of ``key`` in a vector info dict, or None."""
+def info_entry(infos: dict[str, Any], key: str, i: int) -> Any:
+    """Sub-environment ``i``'s value of ``key`` in a vector info dict, or None.
+
+    >>> info_entry({"score": np.array([0.0, 2.0]), "_score": np.array([False, True])}, "score", 1)
+    np.float64(2.0)
+    """
     if key not in infos or not infos.get(f"_{key}", np.ones(i + 1, dtype=bool))[i]:
         return None
     return infos[key][i]
@@ -88,7 +103,7 @@ class VectorCreditWrapper(VectorWrapper):
         done = np.asarray(terminated) | np.asarray(truncated)
         baseline = self.baseline.value
         for i in np.flatnonzero(done & stepped):
-            completion = _entry(infos, COMPLETION_IDS, i)
+            completion = info_entry(infos, COMPLETION_IDS, i)
             n_tokens = len(completion) if completion is not None else int(self._steps[i])
             weights = np.zeros(n_tokens)
             if self.beta > 0:
@@ -149,6 +164,40 @@ class UniformCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
 
     def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
         return np.full(n_tokens, 1.0 / n_tokens)
+
+
+class RelevanceCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
+    """Vector :class:`llm_gym.wrappers.RelevanceCredit`: R spread by a known per-token relevance.
+
+    Example:
+        >>> import gymnasium as gym, llm_gym
+        >>> from llm_gym import assets
+        >>> envs = RelevanceCredit(gym.make_vec("LLMCompletion-v0", num_envs=2),
+        ...                        lambda prompt, completion: assets.token_relevance(completion))
+        >>> _ = envs.reset(seed=0)
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        relevance: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        beta: float = 0.8,
+        baseline: float | str | None = None,
+        baseline_rate: float = 0.01,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, relevance=relevance, beta=beta, baseline=baseline, baseline_rate=baseline_rate
+        )
+        VectorCreditWrapper.__init__(self, env, baseline, baseline_rate)
+        self.weights_of = relevance_weights(relevance, "vector RelevanceCredit")
+        self.beta = check_beta(beta)
+
+    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+        info = {key: info_entry(infos, key, i) for key in (PROMPT_IDS, COMPLETION_IDS)}
+        prompt, completion = episode_ids(
+            {k: v for k, v in info.items() if v is not None}, "vector RelevanceCredit"
+        )
+        return self.weights_of(prompt, completion, n_tokens)
 
 
 class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
@@ -212,9 +261,9 @@ class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         return super().reset(**kwargs)
 
     def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
-        weights = _entry(infos.get(RM_ATTENTION, {}), self.request.key, i)
+        weights = info_entry(infos.get(RM_ATTENTION, {}), self.request.key, i)
         if weights is None:
-            if _entry(infos, SCORE, i) is None:
+            if info_entry(infos, SCORE, i) is None:
                 weights = np.zeros(n_tokens)
                 weights[-1] = 1.0
                 return weights  # cut off before the env scored it: the return stays where it fell
