@@ -235,3 +235,69 @@ def test_abc_moves_the_policy_under_a_constant_score_and_centring_does_not():
     np.testing.assert_allclose(
         gradient(lambda e: AttentionCredit(e, beta=0.8)), 2 * abc, atol=1e-12
     )
+
+
+def _exact_group_update(tree, policy, advantages_of, k=2):
+    """E over all k-tuples of completions of sum_i sum_t grad log pi(a_it) * A_it, exactly."""
+    import itertools
+
+    n, horizon = tree.n_actions, tree.horizon
+    probability = np.ones(len(tree.actions))
+    for t in range(horizon):
+        probability *= policy[t][
+            np.arange(len(tree.actions)) // n ** (horizon - t), tree.actions[:, t]
+        ]
+    update = [np.zeros((n**t, n)) for t in range(horizon)]
+    for members in itertools.product(range(len(tree.actions)), repeat=k):
+        weight = np.prod(probability[list(members)])
+        for i, advantage in zip(members, advantages_of(members)):
+            for t in range(horizon):
+                state = i // n ** (horizon - t)
+                grad = -policy[t][state].copy()
+                grad[tree.actions[i, t]] += 1.0
+                update[t][state] += weight * advantage[t] * grad
+    return update
+
+
+def test_group_estimators_expected_updates_equal_the_solver_computation():
+    """The exact expectation over pairs of completions of TokenRLOO's advantages equals the
+    solver's updates: returns to go with a leave-one-out baseline is the returns-to-go policy
+    gradient; group-centred credit is the centred credit with the true mean score."""
+    from llm_gym.agents.group import group_advantages
+
+    env = TokenTreeEnv(3, 2, reward_seed=2)
+    policy = _softmax_policy(3, 2, seed=5)
+    tree = enumerate_tree(AttentionCredit(env, beta=0.8))
+    solution = solve(tree, view="token_rewards")
+
+    def rtg(members):
+        return group_advantages([tree.token_rewards[i] for i in members])
+
+    def centred(members):
+        rewards = [tree.token_rewards[i] for i in members]
+        maps = [tree.credit_maps[i] for i in members]
+        return group_advantages(rewards, maps, estimator="group_centred")
+
+    for advantages_of, expected in (
+        (rtg, solution.policy_gradient(policy)),
+        (centred, solution.group_centred_update(policy)),
+    ):
+        exact = _exact_group_update(tree, policy, advantages_of)
+        for got, want in zip(exact, expected, strict=True):
+            np.testing.assert_allclose(got, 2 * want, atol=1e-12)
+
+
+def test_group_centred_abc_is_centred_abc_with_the_true_mean_and_sparse_is_the_gradient():
+    env = TokenTreeEnv(3, 3, reward_seed=3)
+    policy = _softmax_policy(3, 3, seed=1)
+    sparse = solve(env)
+    true = sparse.policy_gradient(policy)
+    for got, want in zip(sparse.group_centred_update(policy), true, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    mean = sparse.policy_value(policy)
+    group = solve(enumerate_tree(AttentionCredit(env, beta=0.8)), view="token_rewards")
+    centred = solve(
+        enumerate_tree(AttentionCredit(env, beta=0.8, baseline=mean)), view="token_rewards"
+    )
+    for got, want in zip(group.group_centred_update(policy), centred.policy_gradient(policy)):
+        np.testing.assert_allclose(got, want, atol=1e-12)

@@ -151,6 +151,70 @@ class Solution:
         reach = self.visit_probabilities(table)
         return [reach[t][:, None] * table[t] * (q[t] - v[t][:, None]) for t in range(len(q))]
 
+    def expected_update(self, policy: Policy, advantages: np.ndarray) -> list[np.ndarray]:
+        """``E[sum_t grad log pi(a_t | s_t) * A(tau, t)]`` for per-(sequence, step) advantages.
+
+        ``advantages`` is ``(N, horizon)``, row i for sequence i of the tree; the
+        gradient is taken with respect to the logits of every state, as in
+        :meth:`policy_gradient`, which is this update with ``A = G_t``.
+
+        Example:
+            >>> import gymnasium as gym, llm_gym
+            >>> env = gym.make("TokenTree-v0", n_tokens=2, horizon=2, reward=lambda ids: ids[0])
+            >>> solution = solve(env)
+            >>> uniform = lambda prefix: [0.5, 0.5]
+            >>> update = solution.expected_update(uniform, solution.returns[:, :2])
+            >>> all(np.allclose(u, g) for u, g in zip(update, solution.policy_gradient(uniform)))
+            True
+        """
+        table = self._policy_table(policy)
+        n, horizon = self.tree.n_actions, self.tree.horizon
+        advantages = np.asarray(advantages, dtype=np.float64)
+        if advantages.shape != self.tree.actions.shape:
+            raise ValueError(
+                f"advantages must have shape {self.tree.actions.shape} (sequences, horizon), "
+                f"got {advantages.shape}"
+            )
+        rows = np.arange(len(self.tree.actions))
+        probability = np.ones(len(rows))
+        for t in range(horizon):
+            probability *= table[t][rows // n ** (horizon - t), self.tree.actions[:, t]]
+        update = []
+        for t in range(horizon):
+            state = rows // n ** (horizon - t)
+            weight = probability * advantages[:, t]
+            taken = np.zeros((n**t, n))
+            np.add.at(taken, (state, self.tree.actions[:, t]), weight)
+            total = np.bincount(state, weights=weight, minlength=n**t)
+            update.append(taken - total[:, None] * table[t])
+        return update
+
+    def sequence_probabilities(self, policy: Policy) -> np.ndarray:
+        """The probability of every full sequence under ``policy``, ``(N,)``."""
+        reach = self.visit_probabilities(policy)
+        return (reach[-1][:, None] * self._policy_table(policy)[-1]).reshape(-1)
+
+    def group_centred_update(self, policy: Policy) -> list[np.ndarray]:
+        """The expected update of the group-centred estimator (``TokenRLOO(estimator="group_centred")``).
+
+        Each completion's score deviation from the other completions of its prompt,
+        ``R - mean_{j != i} R_j``, is spread by its credit map m; token t's advantage
+        is ``(R - mean) * sum_{u >= t} m_u``. The other completions are independent of
+        this one, so in expectation their mean is ``E_pi[R]``: the update is
+        :meth:`expected_update` with ``A(tau, t) = (R(tau) - E_pi[R]) * M_t(tau)``. It
+        needs the tree's credit maps (a redistribution wrapper's ``info["credit_map"]``);
+        without a wrapper the map is sparse and this is the true gradient.
+        """
+        returns = self.returns[:, 0] if self.gamma == 1.0 else self.tree.rewards(self.view).sum(1)
+        if self.tree.credit_maps is None:
+            maps = np.zeros_like(self.tree.stream)
+            maps[:, -1] = 1.0
+        else:
+            maps = self.tree.credit_maps
+        mean = float(self.sequence_probabilities(policy) @ returns)
+        to_go = np.cumsum(maps[:, ::-1], axis=1)[:, ::-1]
+        return self.expected_update(policy, (returns - mean)[:, None] * to_go)
+
     def policy_value(self, policy: Policy) -> float:
         """V^pi of the start state."""
         return float(self.evaluate(policy)[0][0][0])

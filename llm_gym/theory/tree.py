@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.envs.protocol import PROMPT_IDS, TOKEN_REWARDS
+from llm_gym.envs.protocol import CREDIT_MAP, PROMPT_IDS, TOKEN_REWARDS
 
 __all__ = ["MAX_SEQUENCES", "TokenTree", "enumerate_tree"]
 
@@ -48,6 +48,8 @@ class TokenTree:
     stream: np.ndarray  # (N, horizon) float64
     token_rewards: np.ndarray | None  # (N, horizon) float64
     prompt_ids: tuple[int, ...] | None
+    #: (N, horizon) ``info["credit_map"]`` of a redistribution wrapper, or None
+    credit_maps: np.ndarray | None = None
 
     def rewards(self, view: str) -> np.ndarray:
         """The (N, horizon) rewards of ``view`` (``"stream"`` or ``"token_rewards"``)."""
@@ -132,6 +134,7 @@ def enumerate_tree(
     actions = np.array(list(itertools.product(range(n), repeat=horizon)), dtype=np.int64)
     stream = np.zeros((size, horizon))
     token_rewards: np.ndarray | None = np.zeros((size, horizon))
+    credit_maps: np.ndarray | None = np.zeros((size, horizon))
     for i, sequence in enumerate(actions):
         reset()
         for t, action in enumerate(sequence):
@@ -151,9 +154,15 @@ def enumerate_tree(
             token_rewards[i] = info[TOKEN_REWARDS]
         else:
             token_rewards = None
+        if credit_maps is not None and len(info.get(CREDIT_MAP, ())) == horizon:
+            credit_maps[i] = info[CREDIT_MAP]
+        else:
+            credit_maps = None
     if len(prompts) > 1:
         raise gym.error.Error(
             f"the environment drew {len(prompts)} different prompts; pass prompt=... to solve "
             "the tree of one prompt"
         )
-    return TokenTree(n, horizon, actions, stream, token_rewards, next(iter(prompts), None))
+    return TokenTree(
+        n, horizon, actions, stream, token_rewards, next(iter(prompts), None), credit_maps
+    )
