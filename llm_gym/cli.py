@@ -61,6 +61,91 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """An int >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """A number >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _ray_options(args: argparse.Namespace) -> tuple[object | None, dict | bool]:
+    """The Ray backend (or None) and the reward-model placement that ``--ray*`` ask for."""
+    ray_flags = [
+        flag
+        for flag, value in (
+            ("--ray-cpus-per-run", args.ray_cpus_per_run),
+            ("--ray-gpus-per-run", args.ray_gpus_per_run),
+            ("--ray-retries", args.ray_retries),
+        )
+        if value is not None
+    ]
+    rm_flags = [
+        flag
+        for flag, value in (
+            ("--ray-rm-gpus", args.ray_rm_gpus),
+            ("--ray-rm-cpus", args.ray_rm_cpus),
+            ("--ray-rm-actors", args.ray_rm_actors),
+        )
+        if value is not None
+    ]
+    if ray_flags and args.ray is None:
+        raise ValueError(f"{ray_flags[0]} needs --ray (the runs as Ray tasks)")
+    if rm_flags and not args.reward_model_on_ray:
+        raise ValueError(f"{rm_flags[0]} needs --reward-model-on-ray")
+    if args.ray is None and not args.reward_model_on_ray:
+        return None, False
+    from llm_gym.rewards.ray import require_ray
+
+    try:
+        require_ray()
+    except ImportError as err:
+        raise ValueError(f"--ray and --reward-model-on-ray need Ray: {err}") from err
+    backend = None
+    if args.ray is not None:
+        from llm_gym.experiments.backends import RayBackend
+
+        if args.ray_cpus_per_run is not None and args.ray_cpus_per_run <= 0:
+            raise ValueError(f"--ray-cpus-per-run must be > 0, got {args.ray_cpus_per_run}")
+        jobs = args.jobs
+        if jobs is None and args.quick:
+            jobs = min(2, os.cpu_count() or 1)
+        backend = RayBackend(
+            address=None if args.ray == "local" else args.ray,
+            jobs=jobs,
+            cpus_per_run=1.0 if args.ray_cpus_per_run is None else args.ray_cpus_per_run,
+            gpus_per_run=args.ray_gpus_per_run or 0.0,
+            retries=2 if args.ray_retries is None else args.ray_retries,
+            threads=args.threads,
+        )
+    placement: dict | bool = False
+    if args.reward_model_on_ray:
+        placement = {
+            key: value
+            for key, value in (
+                ("num_gpus", args.ray_rm_gpus),
+                ("num_cpus", args.ray_rm_cpus),
+                ("num_actors", args.ray_rm_actors),
+            )
+            if value is not None
+        }
+    return backend, placement
+
+
 def _compare(args: argparse.Namespace) -> None:
     """Train TokenPPO per reward scheme and seed; write curves, plot and summary."""
     from dataclasses import replace
@@ -88,6 +173,7 @@ def _compare(args: argparse.Namespace) -> None:
         "prompts": args.prompts,
         "agent": args.agent,
         "group_size": args.group_size,
+        "kl_controller": args.kl_controller,
     }
     if args.rewards is None and args.agent not in (None, "ppo"):
         # the preset's methods that the group agent can train with
@@ -107,17 +193,25 @@ def _compare(args: argparse.Namespace) -> None:
         )
         print(f"wrote {args.out}/curves.csv, curves.png and summary.md")
         return
+    backend, rm_on_ray = _ray_options(args)
     jobs = args.jobs
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1) if args.quick else 1
-    summary = run_compare(
-        preset,
-        args.out,
-        smoothing=args.smoothing,
-        fidelity=not args.no_fidelity,
-        first_seed=args.first_seed,
-        jobs=jobs,
-    )
+    if jobs is None or backend is not None:  # on Ray, --jobs is the backend's
+        jobs = min(2, os.cpu_count() or 1) if args.quick and backend is None else 1
+    from llm_gym.experiments.backends import RunsFailed
+
+    try:
+        summary = run_compare(
+            preset,
+            args.out,
+            smoothing=args.smoothing,
+            fidelity=not args.no_fidelity,
+            first_seed=args.first_seed,
+            jobs=jobs,
+            backend=backend,
+            reward_model_on_ray=rm_on_ray,
+        )
+    except RunsFailed as err:  # a run's failure, not a bad setting: one line, exit status 1
+        raise SystemExit(f"llm-gym compare: error: {err}") from err
     print(summary)
     print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
 
@@ -221,6 +315,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="timesteps over which the KL coefficient moves by its clipped error (default 10000; "
         "smaller adapts faster)",
     )
+    compare.add_argument(
+        "--kl-controller",
+        default=None,
+        choices=["adaptive", "pid"],
+        help="how the KL coefficient follows --kl-target: adaptive (default; about 2%% per "
+        "update, as the results folders before pid) or pid (holds the target)",
+    )
     compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
     compare.add_argument(
         "--policy", default=None, help="causal LM to train: hub id or folder (default: embedded)"
@@ -250,6 +351,68 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=_positive_int,
         default=None,
         help="runs trained at a time, one torch thread each (default: 1; --quick: 2)",
+    )
+    ray = compare.add_argument_group(
+        "Ray", 'runs as Ray tasks, the reward model as Ray actors (pip install "llm-gym[ray]")'
+    )
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="train every run as a Ray task; no ADDRESS: on a local cluster (--jobs runs at a "
+        "time; default: all cores), 'auto': on the cluster started here with `ray start`, "
+        "host:port or ray://host:10001: on a remote one. Each run's output: OUT/logs/",
+    )
+    ray.add_argument(
+        "--ray-cpus-per-run",
+        metavar="CPUS",
+        type=_non_negative_float,
+        default=None,
+        help="CPUs each run's task asks for, and its torch threads (default 1)",
+    )
+    ray.add_argument(
+        "--ray-gpus-per-run",
+        metavar="GPUS",
+        type=_non_negative_float,
+        default=None,
+        help="GPUs each run's task asks for; the policy and reward model then use it (default 0)",
+    )
+    ray.add_argument(
+        "--ray-retries",
+        type=_non_negative_int,
+        metavar="N",
+        default=None,
+        help="restarts of a run whose worker dies (default 2); a run that raises is reported, "
+        "not retried",
+    )
+    ray.add_argument(
+        "--reward-model-on-ray",
+        action="store_true",
+        help="serve the reward model from a Ray actor that every run shares (on a GPU when "
+        "the cluster has one); scores are those of a local reward model",
+    )
+    ray.add_argument(
+        "--ray-rm-gpus",
+        metavar="GPUS",
+        type=_non_negative_float,
+        default=None,
+        help="GPUs per reward-model actor (default: 1 if the cluster has a GPU, else 0)",
+    )
+    ray.add_argument(
+        "--ray-rm-cpus",
+        metavar="CPUS",
+        type=_non_negative_float,
+        default=None,
+        help="CPUs per reward-model actor, and its torch threads (default 1)",
+    )
+    ray.add_argument(
+        "--ray-rm-actors",
+        metavar="N",
+        type=_positive_int,
+        default=None,
+        help="reward-model actors; each run's calls go to them in turn (default 1)",
     )
     compare.add_argument(
         "--no-fidelity", action="store_true", help="skip the credit-fidelity table"

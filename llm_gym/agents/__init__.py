@@ -14,7 +14,7 @@ from llm_gym.agents.callbacks import TokenRewardCallback
 from llm_gym.agents.decoding import IncrementalDecoder
 from llm_gym.agents.evaluation import evaluate_completions, sample_completions
 from llm_gym.agents.group import TokenGRPO, TokenRLOO
-from llm_gym.agents.kl import KLController
+from llm_gym.agents.kl import KLController, PIDKLController
 from llm_gym.agents.maskable import MaskableCausalLMPolicy, TokenMaskablePPO, top_k_top_p_mask
 from llm_gym.agents.policy import CausalLMPolicy
 from llm_gym.agents.ppo import TokenPPO
@@ -27,6 +27,7 @@ __all__ = [
     "IncrementalDecoder",
     "KLController",
     "MaskableCausalLMPolicy",
+    "PIDKLController",
     "TokenMaskablePPO",
     "TokenCreditBuffer",
     "TokenGRPO",

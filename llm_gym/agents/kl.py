@@ -1,22 +1,51 @@
-"""The KL penalty to a frozen reference model, and the controller of its coefficient.
+"""The KL penalty to a frozen reference model, and the controllers of its coefficient.
 
 Holds :class:`KLController` (a fixed coefficient, or one adapted toward a target
-KL per completion), :class:`ReferenceKL` (the per-token ``log pi - log pi_ref`` of
-a rollout) and :func:`reference_log_probs`. TokenPPO subtracts ``coef * KL`` from
-each stored reward before advantages are computed.
+KL per completion by a clipped multiplicative step), :class:`PIDKLController`
+(the coefficient as the multiplier of a KL constraint, set by a PID loop, which
+holds the target), :data:`KL_CONTROLLERS` and :func:`make_kl_controller` (a
+controller by name), :func:`coefficient_trace` (the coefficients a controller
+used, replayed from the KL it saw), :class:`ReferenceKL` (the per-token
+``log pi - log pi_ref`` of a rollout) and :func:`reference_log_probs`. TokenPPO
+subtracts ``coef * KL`` from each stored reward before advantages are computed.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from llm_gym.agents.decoding import IncrementalDecoder, episode_window_hidden
 
-__all__ = ["KLController", "ReferenceKL", "reference_log_probs"]
+__all__ = [
+    "KL_CONTROLLERS",
+    "CoefficientController",
+    "KLController",
+    "PIDKLController",
+    "ReferenceKL",
+    "coefficient_trace",
+    "make_kl_controller",
+    "reference_log_probs",
+]
+
+#: the controllers an agent's ``kl_controller`` option names
+KL_CONTROLLERS = ("adaptive", "pid")
+
+
+class CoefficientController(Protocol):
+    """What an agent needs of a KL controller: its coefficient, and an update per rollout."""
+
+    coef: float
+    target: float | None
+
+    @property
+    def active(self) -> bool: ...
+
+    def update(self, kl: float, steps: int) -> float: ...
 
 
 class KLController:
@@ -63,6 +92,147 @@ class KLController:
         return self.coef
 
 
+class PIDKLController:
+    """The KL coefficient as the multiplier of a constraint KL <= target, set by a PID loop.
+
+    The PID Lagrangian of Stooke, Achiam and Abbeel (ICML 2020): with the error
+    ``e = clip(kl / target - 1, -1, error_max)`` of the last rollout,
+
+    - integral: ``I <- clip(I + ki * e, 0, coef_max)`` (anti-windup at both ends);
+    - coefficient: ``coef = clip(I + kp * e + kd * max(e - e_prev, 0), 0, coef_max)``.
+
+    The integral settles at the coefficient that holds the target; the
+    proportional term answers a KL spike in the update it appears, where a
+    multiplicative step of 2% per update (:class:`KLController`'s default) takes
+    dozens of updates. The derivative acts on rises only, so a falling KL does not
+    drop the coefficient below what the integral holds. Errors are relative to
+    the target, so the gains are in coefficient units per update whatever the
+    target. A coefficient cannot push KL up: below the target the integral
+    empties and the penalty vanishes until the policy drifts there.
+
+    Args:
+        coef: initial value of the integral (the coefficient before any rollout).
+        target: target KL per completion in nats (required).
+        coef_max: upper bound of the coefficient and of the integral.
+        kp: proportional gain.
+        ki: integral gain per update.
+        kd: derivative gain on rises of the error.
+        error_max: cap on the relative error, so one burst of KL moves the
+            integral by at most ``ki * error_max``.
+
+    Example:
+        >>> controller = PIDKLController(0.05, target=6.0, kp=0.1, ki=0.02)
+        >>> controller.update(kl=12.0, steps=1024)  # error 1: 0.07 + 0.1 * 1
+        0.17
+        >>> controller.update(kl=6.0, steps=1024)  # on target: the integral holds
+        0.07
+    """
+
+    def __init__(
+        self,
+        coef: float,
+        target: float | None,
+        coef_max: float = 1.0,
+        kp: float = 0.15,
+        ki: float = 0.08,
+        kd: float = 0.0,
+        error_max: float = 3.0,
+    ) -> None:
+        if target is None or not np.isfinite(target) or target <= 0:
+            raise ValueError(
+                f"the pid KL controller needs a target > 0 nats, got {target!r}; use "
+                "kl_controller='adaptive' with kl_target=None for a fixed coefficient"
+            )
+        for name, value in (("coef", coef), ("coef_max", coef_max)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name, value in (("kp", kp), ("ki", ki), ("kd", kd), ("error_max", error_max)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"PIDKLController: {name} must be a finite number >= 0, got {value!r}"
+                )
+        self.target, self.coef_max = float(target), float(coef_max)
+        self.kp, self.ki, self.kd, self.error_max = (
+            float(kp),
+            float(ki),
+            float(kd),
+            float(error_max),
+        )
+        self.integral = min(float(coef), self.coef_max)
+        self.coef = self.integral
+        self.last_error: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Always: a target is always set."""
+        return True
+
+    def update(self, kl: float, steps: int) -> float:
+        """Take in the mean KL per completion of the last rollout; return the new coefficient.
+
+        ``steps`` (the rollout's transitions) is accepted for the controllers' common
+        interface; the gains are per update.
+        """
+        if not np.isfinite(kl):
+            return self.coef
+        error = float(np.clip(kl / self.target - 1.0, -1.0, self.error_max))
+        self.integral = float(np.clip(self.integral + self.ki * error, 0.0, self.coef_max))
+        rise = 0.0 if self.last_error is None else max(error - self.last_error, 0.0)
+        self.last_error = error
+        coef = self.integral + self.kp * error + self.kd * rise
+        self.coef = round(float(np.clip(coef, 0.0, self.coef_max)), 12)
+        return self.coef
+
+
+def make_kl_controller(
+    kind: str,
+    coef: float,
+    target: float | None,
+    horizon: int = 10_000,
+    coef_max: float = 1.0,
+) -> KLController | PIDKLController:
+    """The KL controller an agent's ``kl_controller`` option names (its options checked).
+
+    ``"adaptive"``: :class:`KLController` (``horizon`` sets its rate; fixed when
+    ``target`` is None); ``"pid"``: :class:`PIDKLController` with its default gains.
+
+    Example:
+        >>> type(make_kl_controller("pid", 0.05, 6.0)).__name__
+        'PIDKLController'
+        >>> make_kl_controller("fast", 0.05, 6.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: kl_controller must be one of ('adaptive', 'pid'), got 'fast'
+    """
+    if kind == "adaptive":
+        return KLController(coef, target, horizon, coef_max)
+    if kind == "pid":
+        return PIDKLController(coef, target, coef_max)
+    raise ValueError(f"kl_controller must be one of {KL_CONTROLLERS}, got {kind!r}")
+
+
+def coefficient_trace(
+    controller: CoefficientController, kls: Sequence[float], steps: int
+) -> np.ndarray:
+    """The coefficient a fresh ``controller`` charges in each rollout, given each rollout's KL.
+
+    A controller is a deterministic function of the KL it has seen, so the
+    coefficients of a finished run are replayed exactly from its KL curve
+    (``curves.csv``'s ``kl`` column); ``controller`` itself is not changed.
+
+    Example:
+        >>> coefficient_trace(KLController(0.1, 6.0, horizon=1000), [12.0, 12.0], steps=500).tolist()
+        [0.1, 0.11]
+    """
+    replay = copy.deepcopy(controller)
+    coefs = []
+    for kl in kls:
+        coefs.append(replay.coef)
+        if np.isfinite(kl):
+            replay.update(float(kl), steps)
+    return np.asarray(coefs, dtype=np.float64)
+
+
 @torch.no_grad()
 def reference_log_probs(
     lm: torch.nn.Module,
@@ -74,11 +244,21 @@ def reference_log_probs(
 
     One batched forward of ``lm`` over about one window per episode
     (:func:`~llm_gym.agents.decoding.episode_window_hidden`), not one per step;
-    ``actions`` has shape ``(steps, envs)``.
+    ``actions`` has shape ``(steps, envs)``. The inputs are moved to ``lm``'s device
+    once; the log-probs are float32 whatever ``lm``'s dtype, on that device.
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> ids = torch.tensor([[[0, 5, 6]], [[5, 6, 7]]])  # (2 steps, 1 env, window 3)
+        >>> reference_log_probs(lm, ids, (ids > 0).long(), torch.tensor([[7], [8]])).shape
+        torch.Size([2, 1])
     """
-    hidden = episode_window_hidden(lm.base_model, input_ids.long(), attention_mask.long())
+    device = next(lm.parameters()).device
+    ids, mask = input_ids.to(device).long(), attention_mask.to(device).long()
+    hidden = episode_window_hidden(lm.base_model, ids, mask)
     logits = lm.get_output_embeddings()(hidden).float()
-    chosen = logits.gather(-1, actions.long()[..., None]).squeeze(-1)
+    chosen = logits.gather(-1, actions.to(device).long()[..., None]).squeeze(-1)
     return chosen - torch.logsumexp(logits, -1)
 
 
@@ -97,6 +277,8 @@ class ReferenceKL:
 
     def __init__(self, lm: torch.nn.Module, decoder: IncrementalDecoder, per_step: bool) -> None:
         self.lm, self.decoder, self.per_step = lm, decoder, per_step
+        #: where the reference runs (its own device: the policy's, a second GPU, the CPU)
+        self.device = next(lm.parameters()).device
         self._steps: list[torch.Tensor] = []
 
     def start_rollout(self) -> None:
@@ -107,25 +289,33 @@ class ReferenceKL:
         """Keep the reference's log-prob of this step's actions (``per_step`` only)."""
         if not self.per_step:
             return
-        hidden = self.decoder(obs["input_ids"].round().long(), obs["attention_mask"].round().long())
+        ids = obs["input_ids"].to(self.device).round().long()
+        hidden = self.decoder(ids, obs["attention_mask"].to(self.device).round().long())
         log_probs = torch.log_softmax(self.lm.get_output_embeddings()(hidden).float(), -1)
-        self._steps.append(log_probs.gather(1, actions.reshape(-1, 1).long()).squeeze(1))
+        chosen = actions.to(self.device).reshape(-1, 1).long()
+        self._steps.append(log_probs.gather(1, chosen).squeeze(1))
 
     @torch.no_grad()
-    def rollout_kl(self, buffer: Any, device: torch.device) -> np.ndarray:
-        """Per-transition KL of a full rollout buffer, ``(n_steps, n_envs)`` float64."""
+    def rollout_kl(self, buffer: Any, device: torch.device | None = None) -> np.ndarray:
+        """Per-transition KL of a full rollout buffer, ``(n_steps, n_envs)`` float64.
+
+        The buffer's observations go to the reference's device in one copy per array;
+        the difference is taken on the host, in float32 (``device`` is not used: the
+        reference has its own).
+        """
         if len(self._steps) == buffer.buffer_size:
             ref_log_prob = torch.stack(self._steps)
         else:
             obs = buffer.observations
+            # the buffer stores token ids as float32: copied as they are (half int64's bytes)
             ref_log_prob = reference_log_probs(
                 self.lm,
-                torch.as_tensor(obs["input_ids"], device=device).round(),
-                torch.as_tensor(obs["attention_mask"], device=device).round(),
-                torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2]), device=device),
+                torch.as_tensor(obs["input_ids"]).to(self.device).round(),
+                torch.as_tensor(obs["attention_mask"]).to(self.device).round(),
+                torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2])),
             )
-        log_prob = torch.as_tensor(buffer.log_probs, device=device)
-        return (log_prob - ref_log_prob).cpu().numpy().astype(np.float64)
+        log_prob = torch.as_tensor(buffer.log_probs)
+        return (log_prob - ref_log_prob.cpu()).numpy().astype(np.float64)
 
 
 def kl_per_completion(kl: np.ndarray, lengths: Sequence[float]) -> float:

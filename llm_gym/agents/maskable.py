@@ -29,8 +29,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
-from llm_gym.agents.kl import KLController
-from llm_gym.agents.policy import CausalLMCore, load_causal_lm
+from llm_gym.agents.kl import make_kl_controller
+from llm_gym.agents.policy import CausalLMCore, ids_device, load_causal_lm
 from llm_gym.agents.ppo import (
     TokenCreditMixin,
     check_agent_options,
@@ -77,7 +77,8 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         lr_schedule: learning-rate schedule (given by the algorithm).
         mask_top_k: keep the reference's k most likely tokens (``None``: no top-k).
         mask_top_p: then keep its smallest nucleus of probability ``p`` (``None``: no top-p).
-        reference_model: hub id or folder of the reference LM (``None``: ``model``).
+        reference_model: hub id or folder of the reference LM (``None``: ``model``); it
+            runs on ``reference_device`` in ``reference_dtype`` (policy options).
         **kwargs: the options of :class:`~llm_gym.agents.CausalLMPolicy`.
 
     Example:
@@ -117,8 +118,17 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)  # the optimizer only holds what exists so far
         name = self.reference_model or self.model_name
-        self.reference = load_causal_lm(name, self.trust_remote_code).requires_grad_(False)
+        self.reference = load_causal_lm(
+            name, self.trust_remote_code, self.reference_dtype, self.reference_device
+        ).requires_grad_(False)
         self.ref_decoder = IncrementalDecoder(self.reference.base_model)
+
+    def to(self, *args: Any, **kwargs: Any) -> MaskableCausalLMPolicy:
+        """Move the policy; the reference stays on ``reference_device`` when one is set."""
+        super().to(*args, **kwargs)
+        if self.reference_device is not None:
+            self.reference.to(self.reference_device)
+        return self
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -137,14 +147,17 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
     @torch.no_grad()
     def reference_mask(self, obs: PyTorchObs) -> torch.Tensor:
         """Boolean (batch, vocab) mask of the tokens the reference allows at each window."""
-        ids = obs["input_ids"].round().long()
-        mask = obs["attention_mask"].round().long()
+        device = ids_device(self.reference)
+        ids = obs["input_ids"].to(device).round().long()
+        mask = obs["attention_mask"].to(device).round().long()
         if self.training:
             hidden = shared_prefix_hidden(self.reference.base_model, ids, mask)
         else:
             hidden = self.ref_decoder(ids, mask)
         logits = self.reference.get_output_embeddings()(hidden).float()
-        return top_k_top_p_mask(logits, self.mask_top_k, self.mask_top_p)
+        return top_k_top_p_mask(logits, self.mask_top_k, self.mask_top_p).to(
+            obs["input_ids"].device
+        )
 
     def _masked_distribution(
         self, obs: PyTorchObs, hidden: torch.Tensor, action_masks: np.ndarray | None
@@ -232,6 +245,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
         kl_target: target KL per completion (nats) of the adaptive controller; ``None``: fixed.
         kl_horizon: adaptive controller horizon in timesteps.
         kl_coef_max: cap on the adaptive coefficient.
+        kl_controller: ``"adaptive"`` or ``"pid"`` (as TokenPPO).
         reward_scale: multiplies rewards before storage.
         **kwargs: other :class:`~sb3_contrib.MaskablePPO` options.
 
@@ -260,6 +274,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
         kl_target: float | None = 6.0,
         kl_horizon: int = 10_000,
         kl_coef_max: float = 1.0,
+        kl_controller: str = "adaptive",
         reward_scale: float = 1.0,
         rollout_buffer_class: type | None = ReferenceMaskRolloutBuffer,
         **kwargs: Any,
@@ -274,12 +289,15 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
             gae_lambda=gae_lambda,
             reward_scale=reward_scale,
         )
-        KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)  # checks the KL options
+        # checks the KL options
+        make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
         rollout_buffer_class = token_buffer_class(
             rollout_buffer_class or ReferenceMaskRolloutBuffer
         )
         env = token_vec_env("TokenMaskablePPO", env, n_envs, env_factory)
-        self._init_token_credit(kl_coef, kl_target, kl_horizon, kl_coef_max, None, reward_scale)
+        self._init_token_credit(
+            kl_coef, kl_target, kl_horizon, kl_coef_max, None, reward_scale, kl_controller
+        )
         super().__init__(
             policy,
             env,

@@ -3,10 +3,18 @@
 Holds :class:`CausalLMPolicy`: the action distribution is the LM's next-token
 distribution at the newest token of the observation window; the value comes from
 a small critic reading the same hidden state.
+
+Precision and placement: the LM's weights are float32 (the optimizer's copy);
+``dtype="bfloat16"`` (or ``"float16"``) runs its forwards under autocast while the
+output layer, the log-probabilities and the critic stay float32
+(:mod:`llm_gym.agents.precision`). The policy runs on the algorithm's ``device``;
+``reference_device`` and ``reference_dtype`` say where and in what precision the
+frozen reference LM (the KL penalty's, the masks') runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -26,19 +34,74 @@ from transformers import (
 
 from llm_gym import assets
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
-from llm_gym.rewards.loading import load_pretrained
+from llm_gym.agents.precision import GradientScaler, autocast, float32_head
+from llm_gym.rewards.loading import load_pretrained, resolve_device, resolve_dtype
 
-__all__ = ["CRITICS", "CausalLMCore", "CausalLMPolicy", "check_token_spaces", "load_causal_lm"]
+__all__ = [
+    "CRITICS",
+    "CausalLMCore",
+    "CausalLMPolicy",
+    "check_token_spaces",
+    "load_causal_lm",
+    "sample_categorical",
+]
 
 #: value-function designs: "detached" reads the LM hidden state through stop-gradient
 #: (value loss cannot disturb the policy trunk), "shared" lets value gradients into it
 CRITICS = ("detached", "shared")
 
 
-def load_causal_lm(model: str | None, trust_remote_code: bool = False) -> nn.Module:
-    """A causal LM by hub id or folder (``None``: the embedded world's tiny LM), in eval mode."""
+def load_causal_lm(
+    model: str | None,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """A causal LM by hub id or folder (``None``: the embedded world's tiny LM), in eval mode.
+
+    ``dtype``: the weights' type (``None``: as saved); ``device``: where it goes
+    (``None``: the CPU).
+
+    Example:
+        >>> load_causal_lm(None, dtype="bfloat16").dtype
+        torch.bfloat16
+    """
     path = str(assets.LM_DIR) if model is None else model
-    return load_pretrained(AutoModelForCausalLM, path, trust_remote_code=trust_remote_code).eval()
+    options = {} if dtype is None else {"dtype": resolve_dtype(dtype)}
+    lm = load_pretrained(AutoModelForCausalLM, path, trust_remote_code=trust_remote_code, **options)
+    if device is not None:
+        lm = lm.to(resolve_device(device))
+    return lm.eval()
+
+
+def token_ids(tensor: torch.Tensor) -> torch.Tensor:
+    """Token ids (or a mask) as int64: SB3's buffers store them as float32, rollouts as int64.
+
+    Example:
+        >>> token_ids(torch.tensor([2.0, 5.0])).tolist()
+        [2, 5]
+    """
+    return (tensor.round() if tensor.is_floating_point() else tensor).long()
+
+
+def ids_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (where its inputs must be)."""
+    return next(module.parameters()).device
+
+
+def _dtype_option(
+    dtype: str | torch.dtype | None, torch_dtype: str | torch.dtype | None, name: str
+):
+    """``dtype`` or its transformers 4 spelling ``torch_dtype`` (at most one of them)."""
+    if (
+        dtype is not None
+        and torch_dtype is not None
+        and resolve_dtype(dtype) != resolve_dtype(torch_dtype)
+    ):
+        raise ValueError(
+            f"got {name}={dtype!r} and torch_{name}={torch_dtype!r}; expected one of them"
+        )
+    return resolve_dtype(dtype if dtype is not None else torch_dtype, name)
 
 
 class CausalLMCore:
@@ -63,6 +126,10 @@ class CausalLMCore:
         n_tokens: int | None = None,
         dropout: bool = False,
         trust_remote_code: bool = False,
+        dtype: str | torch.dtype | None = None,
+        reference_device: str | torch.device | None = None,
+        reference_dtype: str | torch.dtype | None = None,
+        torch_dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         check_token_spaces(observation_space, action_space)
@@ -75,6 +142,13 @@ class CausalLMCore:
         if n_tokens is not None and not 1 <= n_tokens <= action_space.n:
             raise ValueError(f"n_tokens must be None or in [1, {action_space.n}], got {n_tokens}")
         kwargs["ortho_init"] = False
+        compute = _dtype_option(dtype, torch_dtype, "dtype")
+        #: the dtype the LM's forwards run in under autocast (None: float32, no autocast)
+        self.compute_dtype = None if compute == torch.float32 else compute
+        self.reference_dtype = resolve_dtype(reference_dtype, "reference_dtype")
+        self.reference_device = (
+            None if reference_device is None else resolve_device(reference_device)
+        )
         # read by _build, which ActorCriticPolicy.__init__ calls
         self.model_name = model
         self.critic = critic
@@ -88,7 +162,8 @@ class CausalLMCore:
 
     # ---------------------------------------------------------------- building
     def _build(self, lr_schedule: Schedule) -> None:
-        self.lm = load_causal_lm(self.model_name, self.trust_remote_code)
+        # float32 weights whatever the checkpoint's type: they are the optimizer's copy
+        self.lm = load_causal_lm(self.model_name, self.trust_remote_code, dtype=torch.float32)
         vocab = self.lm.get_output_embeddings().out_features
         if vocab != self.action_space.n:
             raise ValueError(
@@ -114,10 +189,24 @@ class CausalLMCore:
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.action_net = nn.Identity()
+        # looked up once (transformers finds it anew on every call); a tuple, so that it is
+        # not registered a second time as a submodule
+        self._output_layer = (self.lm.get_output_embeddings(),)
         self.logits_processor = self._logits_processor(vocab)
         self.decoder = IncrementalDecoder(self.lm.base_model)
         trainable = [p for p in self.parameters() if p.requires_grad]
-        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
+        options = dict(self.optimizer_kwargs)
+        if self.optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
+            # torch picks the per-tensor loop on the CPU: the same arithmetic, one Python
+            # round of a dozen tensor ops per parameter; foreach runs each op over all of them
+            options.setdefault("foreach", True)
+        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **options)
+        #: float16 updates scale their gradients (bfloat16 and float32 need not)
+        self.gradient_scaler = (
+            GradientScaler(trainable, self.optimizer)
+            if self.compute_dtype == torch.float16
+            else None
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -130,8 +219,23 @@ class CausalLMCore:
             n_tokens=self.n_tokens,
             dropout=self.dropout,
             trust_remote_code=self.trust_remote_code,
+            dtype=self.compute_dtype,
+            reference_device=self.reference_device,
+            reference_dtype=self.reference_dtype,
         )
         return data
+
+    def load_reference(self, name: str | None = None) -> nn.Module:
+        """A frozen copy of the reference LM (``name``, default the policy's own model).
+
+        It runs on ``reference_device`` (default: the policy's device) with
+        ``reference_dtype`` weights (default: as saved); gradients off, eval mode.
+        """
+        device = self.reference_device or self.device
+        lm = load_causal_lm(
+            name or self.model_name, self.trust_remote_code, self.reference_dtype, device
+        )
+        return lm.requires_grad_(False)
 
     def train(self, mode: bool = True) -> CausalLMCore:
         super().train(mode)
@@ -147,16 +251,29 @@ class CausalLMCore:
 
     # ---------------------------------------------------------------- forward
     def hidden_state(self, obs: PyTorchObs) -> torch.Tensor:
-        """LM hidden state of the newest token of each observation window (batch, width)."""
-        ids = obs["input_ids"].round().long()
-        mask = obs["attention_mask"].round().long()
-        if not self.training and not torch.is_grad_enabled():
-            return self.decoder(ids, mask)
-        return shared_prefix_hidden(self.lm.base_model, ids, mask)
+        """LM hidden state of the newest token of each observation window (batch, width).
+
+        Float32; computed in ``dtype`` when one is set.
+        """
+        ids, mask = token_ids(obs["input_ids"]), token_ids(obs["attention_mask"])
+        with self._autocast():
+            if not self.training and not torch.is_grad_enabled():
+                hidden = self.decoder(ids, mask)
+            else:
+                hidden = shared_prefix_hidden(self.lm.base_model, ids, mask)
+        return hidden.float()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.compute_dtype is None:  # float32: no context at all
+            return contextlib.nullcontext()
+        return autocast(ids_device(self), self.compute_dtype)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of the distribution sampled from (temperature, ``n_tokens`` and top-k applied)."""
-        return self.logits_processor(None, self.lm.get_output_embeddings()(hidden).float())
+        head = self._output_layer[0]
+        return self.logits_processor(
+            None, float32_head(head, hidden, self.compute_dtype is not None)
+        )
 
     def _logits_processor(self, vocab: int) -> LogitsProcessorList:
         """transformers' processors for the sampling options, in the order they apply."""
@@ -185,18 +302,20 @@ class CausalLMCore:
         self, obs: PyTorchObs, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.hidden_state(obs)
-        distribution = self._distribution(hidden)
-        actions = distribution.get_actions(deterministic=deterministic)
-        #: mean per-token entropy of the last rollout step, for logging
-        self.last_entropy = distribution.entropy().detach()
-        return actions, self._values(hidden), distribution.log_prob(actions)
+        actions, log_prob, entropy = sample_categorical(self.logits(hidden), deterministic)
+        #: per-token entropy of the last rollout step, for logging
+        self.last_entropy = entropy.detach()
+        return actions, self._values(hidden), log_prob
 
     def evaluate_actions(
         self, obs: PyTorchObs, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.hidden_state(obs)
         distribution = self._distribution(hidden)
-        return self._values(hidden), distribution.log_prob(actions), distribution.entropy()
+        outputs = self._values(hidden), distribution.log_prob(actions), distribution.entropy()
+        if self.gradient_scaler is not None:
+            return self.gradient_scaler.scale_gradients(*outputs)  # type: ignore[return-value]
+        return outputs
 
     def get_distribution(self, obs: PyTorchObs) -> CategoricalDistribution:
         return self._distribution(self.hidden_state(obs))
@@ -233,6 +352,13 @@ class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
             output layer is padded past it (Qwen, Llama-style); ``None``: every id.
         dropout: keep the LM's dropout active in updates (rollouts never use it).
         trust_remote_code: passed to ``from_pretrained``; off by default.
+        dtype: ``"bfloat16"`` / ``"float16"`` run the LM's forwards under autocast
+            (weights, output layer, log-probs and critic stay float32; float16 updates
+            scale their gradients); ``None`` or ``"float32"``: plain float32.
+        reference_device: where the frozen reference LM runs (``None``: the policy's
+            device), e.g. ``"cuda:1"``.
+        reference_dtype: the reference LM's weight type (``None``: as saved).
+        torch_dtype: the transformers 4 name of ``dtype``.
         **kwargs: other :class:`ActorCriticPolicy` options (``optimizer_class``,
             ``optimizer_kwargs``); ``ortho_init`` is always False.
 
@@ -246,6 +372,33 @@ class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
         >>> bool(0 <= int(action) < env.action_space.n)
         True
     """
+
+
+def sample_categorical(
+    logits: torch.Tensor, deterministic: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Actions, their log-probs and the entropies of categorical distributions over ``logits``.
+
+    The operations ``torch.distributions.Categorical`` runs for SB3's
+    ``get_actions``, ``log_prob`` and ``entropy``, in the same order (the same
+    numbers and the same draws from the random generator), without the
+    distribution object's bookkeeping on every rollout step.
+
+    Example:
+        >>> actions, log_prob, entropy = sample_categorical(torch.tensor([[0.0, 20.0]]), True)
+        >>> actions.tolist(), round(float(log_prob), 6), round(float(entropy), 6)
+        ([1], 0.0, 0.0)
+    """
+    log_p = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = torch.softmax(log_p, dim=-1)
+    if deterministic:
+        actions = torch.argmax(probs, dim=1)
+    else:
+        actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T
+        actions = actions.reshape(probs.shape[:-1])
+    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(torch.clamp(log_p, min=torch.finfo(log_p.dtype).min) * probs).sum(-1)
+    return actions, log_prob, entropy
 
 
 def check_token_spaces(

@@ -27,11 +27,12 @@ from stable_baselines3.common.vec_env import VecEnv
 from llm_gym.agents.buffers import EpisodeRolloutBuffer, TokenCreditBuffer, TokenRolloutBuffer
 from llm_gym.agents.credit import FinishedEpisode
 from llm_gym.agents.decoding import IncrementalDecoder
-from llm_gym.agents.kl import KLController, ReferenceKL, kl_per_completion
+from llm_gym.agents.kl import KLController, ReferenceKL, kl_per_completion, make_kl_controller
 from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, check_token_spaces, load_causal_lm
 from llm_gym.agents.statistics import episode_summary, rollout_statistics
 from llm_gym.agents.vec_env import as_token_vec_env, make_token_vec_env
 from llm_gym.envs.protocol import SCORE, TOKEN_REWARDS, warn_unscored
+from llm_gym.rewards.loading import HostToDevice
 
 __all__ = ["KLController", "TokenCreditMixin", "TokenPPO", "make_token_vec_env"]
 
@@ -118,8 +119,9 @@ class TokenCreditMixin:
         kl_coef_max: float,
         reference_model: str | None,
         reward_scale: float,
+        kl_controller: str = "adaptive",
     ) -> None:
-        self.kl = KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)
+        self.kl = make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
         self.reference_model = reference_model
         self.reward_scale = reward_scale
         self.ref_lm: torch.nn.Module | None = None
@@ -142,9 +144,12 @@ class TokenCreditMixin:
             self.reference = ReferenceKL(self.ref_lm, self.ref_decoder, self.reference_per_step)
 
     def _reference_lm(self) -> tuple[torch.nn.Module, IncrementalDecoder]:
-        name = self.reference_model or getattr(self.policy, "model_name", None)
-        trust = getattr(self.policy, "trust_remote_code", False)
-        ref_lm = load_causal_lm(name, trust).to(self.device).requires_grad_(False)
+        if isinstance(self.policy, CausalLMCore):  # its reference_device / reference_dtype
+            ref_lm = self.policy.load_reference(self.reference_model)
+        else:
+            trust = getattr(self.policy, "trust_remote_code", False)
+            ref_lm = load_causal_lm(self.reference_model, trust, device=self.device)
+            ref_lm.requires_grad_(False)
         return ref_lm, IncrementalDecoder(ref_lm.base_model)
 
     def collect_rollouts(  # type: ignore[override]
@@ -168,10 +173,11 @@ class TokenCreditMixin:
             self.reference.start_rollout()
         summaries: list[dict[str, float]] = []
         entropies: list[float] = []
+        to_device = self._host_to_device()
         callback.on_rollout_start()
         for _ in range(n_rollout_steps):
             with torch.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                obs_tensor = to_device.dict(self._last_obs)  # one copy per array and step
                 actions, values, log_probs = self.policy(obs_tensor)
             entropy = getattr(self.policy, "last_entropy", None)
             if entropy is not None:
@@ -212,8 +218,12 @@ class TokenCreditMixin:
                         value = self.policy.predict_values(terminal)[0]
                     rollout_buffer.add_timeout_bootstrap(i, float(self.gamma * value))
             self._last_obs, self._last_episode_starts = new_obs, dones
-        with torch.no_grad():
-            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
+        if dones.all():
+            # GAE multiplies the last values by 1 - done = 0: no forward over the new prompts
+            values = torch.zeros(env.num_envs, 1, device=self.device)
+        else:
+            with torch.no_grad():
+                values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
         self.last_kl = None
         if self.reference is not None:
             self.last_kl = self.reference.rollout_kl(rollout_buffer, self.device)
@@ -223,6 +233,13 @@ class TokenCreditMixin:
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _host_to_device(self) -> HostToDevice:
+        """The rollout's observation copier (pinned staging buffers on a GPU), made once."""
+        copier = getattr(self, "_obs_to_device", None)
+        if copier is None or copier.device != self.device:
+            copier = self._obs_to_device = HostToDevice(self.device)
+        return copier
 
     def _begin_rollout(self, env: VecEnv, rollout_buffer: TokenCreditBuffer) -> None:
         """Before a rollout's first step (the group agents start every rollout afresh)."""
@@ -259,7 +276,13 @@ class TokenCreditMixin:
 
     def _excluded_save_params(self) -> list[str]:
         # the reference model is rebuilt from its name by _setup_model
-        return [*super()._excluded_save_params(), "ref_lm", "ref_decoder", "reference"]  # type: ignore[misc]
+        return [
+            *super()._excluded_save_params(),  # type: ignore[misc]
+            "ref_lm",
+            "ref_decoder",
+            "reference",
+            "_obs_to_device",
+        ]
 
 
 class TokenPPO(TokenCreditMixin, PPO):
@@ -305,6 +328,10 @@ class TokenPPO(TokenCreditMixin, PPO):
             ``None``: fixed ``kl_coef``.
         kl_horizon: adaptive controller horizon in timesteps.
         kl_coef_max: cap on the adaptive coefficient.
+        kl_controller: how the coefficient follows ``kl_target``: ``"adaptive"`` (the
+            default: a clipped multiplicative step, about 2% per update with the
+            default horizon) or ``"pid"`` (:class:`~llm_gym.agents.kl.PIDKLController`,
+            which holds the target; ``kl_horizon`` is unused).
         reference_model: hub id or folder of the reference LM (``None``: the policy's).
         reward_scale: multiplies rewards before storage (value targets scale with it).
         rollout_buffer_class: :class:`~llm_gym.agents.buffers.EpisodeRolloutBuffer`
@@ -347,6 +374,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         kl_target: float | None = 6.0,
         kl_horizon: int = 10_000,
         kl_coef_max: float = 1.0,
+        kl_controller: str = "adaptive",
         reference_model: str | None = None,
         reward_scale: float = 1.0,
         rollout_buffer_class: type[RolloutBuffer] | None = EpisodeRolloutBuffer,
@@ -364,11 +392,18 @@ class TokenPPO(TokenCreditMixin, PPO):
             gae_lambda=gae_lambda,
             reward_scale=reward_scale,
         )
-        KLController(kl_coef, kl_target, kl_horizon, kl_coef_max)  # checks the KL options
+        # checks the KL options
+        make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
         rollout_buffer_class = token_buffer_class(rollout_buffer_class)
         env = token_vec_env("TokenPPO", env, n_envs, env_factory)
         self._init_token_credit(
-            kl_coef, kl_target, kl_horizon, kl_coef_max, reference_model, reward_scale
+            kl_coef,
+            kl_target,
+            kl_horizon,
+            kl_coef_max,
+            reference_model,
+            reward_scale,
+            kl_controller,
         )
         super().__init__(
             policy,

@@ -254,6 +254,24 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         return f"{prompt} \u2502 {completion}\n"
 
     # ------------------------------------------------- pieces the vector env reuses
+    def use_window_storage(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> None:
+        """Keep the observation window in the given int64 arrays from now on (their content
+        becomes the current window's).
+
+        The vector env passes rows of its batched arrays, so that its observation is
+        one copy of them instead of a stack of every sub-environment's window.
+        """
+        length = self._input_ids.shape
+        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+            if array.shape != length or array.dtype != np.int64:
+                raise ValueError(
+                    f"{name} storage must be an int64 array of shape {length}, got "
+                    f"{array.dtype} {array.shape}"
+                )
+        input_ids[:] = self._input_ids
+        attention_mask[:] = self._attention_mask
+        self._input_ids, self._attention_mask = input_ids, attention_mask
+
     def check_action(self, action: Any) -> int:
         """``action`` as a token id; ResetNeeded or a ValueError naming it when it cannot be taken."""
         if self._done:

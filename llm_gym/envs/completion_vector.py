@@ -90,6 +90,12 @@ class LLMCompletionVectorEnv(VectorEnv):
             **type(self).metadata,
             ATTENTION_METADATA: self.envs[0].metadata[ATTENTION_METADATA],
         }
+        # every sub-environment's window is a row of these: an observation is one copy each
+        windows = [env.window for env in self.envs]
+        self._window_ids = np.stack([ids for ids, _ in windows])
+        self._window_mask = np.stack([mask for _, mask in windows])
+        for i, env in enumerate(self.envs):
+            env.use_window_storage(self._window_ids[i], self._window_mask[i])
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -229,8 +235,4 @@ class LLMCompletionVectorEnv(VectorEnv):
         return {GROUP: group, GROUP_EPISODE: episode}
 
     def _observations(self) -> dict[str, np.ndarray]:
-        windows = [env.window for env in self.envs]
-        return {
-            "input_ids": np.stack([ids for ids, _ in windows]),
-            "attention_mask": np.stack([mask for _, mask in windows]),
-        }
+        return {"input_ids": self._window_ids.copy(), "attention_mask": self._window_mask.copy()}

@@ -266,6 +266,12 @@ def relevance_of(prompt_ids: np.ndarray, completion_ids: np.ndarray) -> np.ndarr
     return assets.token_relevance(completion_ids)
 
 
+def _world_contributions() -> Callable[[Any], list[np.ndarray]]:
+    from llm_gym.assets.contributions import world_contributions
+
+    return world_contributions
+
+
 def _oracle_credit(preset: ComparePreset) -> tuple[str, Any]:
     def weights(batch: Any) -> list[np.ndarray]:
         relevance = [relevance_of(p, c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
@@ -306,6 +312,50 @@ def _abc_member(name: str) -> Method:
         credit_map=lambda preset: _attention_credit(layers),
         by_default=False,
     )
+
+
+def _abc_centred_member(name: str) -> Method:
+    layers = abc_layers_of(name, ())
+    return Method(
+        name,
+        "llm_gym.wrappers:AttentionCredit",
+        lambda preset: {"beta": preset.beta, "layers": layers, "baseline": _CENTRED},
+        vector_wrapper="llm_gym.wrappers.vector:AttentionCredit",
+        help=f"centred ABC reading the RM's layers {layers}",
+        credit_map=lambda preset: _attention_credit(layers),
+        by_default=False,
+    )
+
+
+def _magnitudes(signed: Callable[[Any], list[np.ndarray]]) -> Callable[[Any], list[np.ndarray]]:
+    """A signed decomposition as the fidelity table's map: |c| normalised (last token if all 0)."""
+
+    def weights(batch: Any) -> list[np.ndarray]:
+        out = []
+        for c in signed(batch):
+            magnitude = np.abs(np.asarray(c, dtype=np.float64))
+            if magnitude.sum() == 0:
+                magnitude[-1] = 1.0
+            out.append(magnitude / magnitude.sum())
+        return out
+
+    return weights
+
+
+def _signed_oracle_credit(preset: ComparePreset) -> tuple[str, Any]:
+    from llm_gym.assets.contributions import world_contributions
+
+    return "oracle-signed (rule-term magnitudes)", _magnitudes(world_contributions)
+
+
+def _leave_one_out_credit(preset: ComparePreset) -> tuple[str, Any]:
+    from llm_gym.experiments.presets import env_options
+    from llm_gym.rewards.leave_one_out import LeaveOneOut
+
+    env = gym.make("LLMCompletion-v0", **env_options(preset))
+    reward_model = env.unwrapped.task.reward_model
+    env.close()
+    return "loo (leave-one-out magnitudes)", _magnitudes(LeaveOneOut(reward_model))
 
 
 _CENTRED = "running_mean"  # only the score's deviation from its running mean is spread
@@ -405,6 +455,40 @@ registry.register(
 )
 registry.register(
     Method(
+        "abcd-centred",
+        "llm_gym.wrappers:GeneratorAttentionCredit",
+        lambda p: {"model": _generator(p), "beta": p.beta, "baseline": _CENTRED},
+        help="abcd spreading only the score's deviation from its running mean",
+        credit_map=_generator_credit,
+        by_default=False,
+    )
+)
+registry.register(
+    Method(
+        "oracle-signed",
+        "llm_gym.wrappers.signed_credit:SignedCredit",
+        lambda p: {"contributions": _world_contributions(), "beta": p.beta},
+        help="SignedCredit with each token's own signed term of the score under the embedded "
+        "world's rule (VADER after negation, intensifiers and 'but'), the residual on the last "
+        "token (embedded tokenizer only)",
+        credit_map=_signed_oracle_credit,
+        needs_embedded_world=True,
+        by_default=False,
+    )
+)
+registry.register(
+    Method(
+        "loo",
+        "llm_gym.wrappers.signed_credit:LeaveOneOutCredit",
+        lambda p: {"beta": p.beta},
+        help="LeaveOneOutCredit: each token's effect on the RM's score when it is deleted "
+        "(T extra RM rows per episode), the residual on the last token",
+        credit_map=_leave_one_out_credit,
+        by_default=False,
+    )
+)
+registry.register(
+    Method(
         "abc-group",
         "llm_gym.wrappers:AttentionCredit",
         lambda p: {"beta": p.beta, "layers": p.abc_layers},
@@ -423,6 +507,14 @@ registry.register(
         "layers",
         _abc_member,
         help="abc reading these RM layers instead of --abc-layers, e.g. abc@0 or abc@0,1",
+    )
+)
+registry.register(
+    MethodFamily(
+        "abc-centred",
+        "layers",
+        _abc_centred_member,
+        help="abc-centred reading these RM layers instead of --abc-layers, e.g. abc-centred@0",
     )
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_gym.agents.kl import KL_CONTROLLERS
 from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens
 from llm_gym.experiments.methods import METHODS, check_methods, registry
 
@@ -48,6 +49,8 @@ class ComparePreset:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     agent: str = "ppo"  # "ppo" (TokenPPO), "rloo" (TokenRLOO) or "grpo" (TokenGRPO)
     group_size: int = 4  # completions per prompt of the group agents
+    # "adaptive" (the results folders before it existed) or "pid" (holds kl_target)
+    kl_controller: str = "adaptive"
 
     def __post_init__(self) -> None:
         # every setting is checked here, so a bad one fails before anything is written
@@ -58,6 +61,12 @@ class ComparePreset:
         if self.agent not in AGENTS:
             raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}")
         check_int("group_size", self.group_size, 2)
+        if self.kl_controller not in KL_CONTROLLERS:
+            raise ValueError(
+                f"kl_controller must be one of {KL_CONTROLLERS}, got {self.kl_controller!r}"
+            )
+        if self.kl_controller == "pid" and self.kl_target is None:
+            raise ValueError("kl_controller 'pid' needs a kl_target; got kl_target=None")
         if self.agent != "ppo" and self.n_envs % self.group_size:
             raise ValueError(
                 f"n_envs={self.n_envs} (--batch) is not a multiple of group_size="

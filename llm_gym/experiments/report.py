@@ -1,9 +1,11 @@
 """The outputs of ``llm-gym compare``, all computed from its curves CSV.
 
 Holds :func:`write_report` (merge curve CSVs, write ``curves.csv``, the plots and
-``summary.md``), the plots :func:`plot_curves` and :func:`plot_kl_frontier`, and
-the tables :func:`kl_table` and :func:`credit_fidelity_table` (the fidelity of
-each credit map the methods use, read from the method registry).
+``summary.md``, with the KL control of :mod:`~llm_gym.experiments.kl_control` and the
+interval estimates of :mod:`~llm_gym.experiments.statistics`), the plots
+:func:`plot_curves` and :func:`plot_kl_frontier`, and the tables :func:`kl_table`
+and :func:`credit_fidelity_table` (the fidelity of each credit map the methods use,
+read from the method registry).
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from typing import Any
 import numpy as np
 
 from llm_gym import assets
+from llm_gym.experiments.kl_control import coefficient_curves, kl_band_table, plot_kl_control
 from llm_gym.experiments.methods import registry
 from llm_gym.experiments.presets import ComparePreset, env_options
+from llm_gym.experiments.statistics import (
+    STATISTICS_NOTE,
+    interval_estimates,
+    intervals_table,
+    load_task,
+    plot_intervals,
+)
 from llm_gym.experiments.summary import (
     kl_matched_table,
     load_curves,
@@ -258,6 +268,38 @@ def write_report(
                 budgets=(target / 3, 2 * target / 3, target),
                 smoothing=smoothing,
             ),
+        ]
+    if has_kl and preset.kl_target is not None:
+        kls = load_curves(merged, column="kl")
+        plot_kl_control(merged, out / "kl_control.png", preset, smoothing)
+        parts += [
+            "",
+            "## KL control",
+            "",
+            f"Controller: `{preset.kl_controller}`, target {preset.kl_target:g} nats per completion. "
+            f"Seed-mean KL (moving average of {smoothing}) against the band target ± 25%; the "
+            "coefficients are replayed from each run's KL curve (a controller is a deterministic "
+            "function of the KL it saw).",
+            "",
+            kl_band_table(
+                kls, preset.kl_target, smoothing=smoothing, coefs=coefficient_curves(kls, preset)
+            ),
+            "",
+            "![KL control](kl_control.png)",
+        ]
+    parts += ["", "## Interval estimates", ""]
+    try:
+        estimates = interval_estimates([load_task(merged, preset.task, smoothing=smoothing)])
+    except ValueError as err:  # no sparse runs, or a sparse baseline that never learned
+        parts.append(f"(skipped: {err})")
+    else:
+        plot_intervals(estimates, out / "intervals.png", f"{preset.task} preset")
+        parts += [
+            STATISTICS_NOTE.format(reps=2000),
+            "",
+            intervals_table(estimates),
+            "",
+            "![interval estimates](intervals.png)",
         ]
     timing = timing_table(out / "timings.csv")
     if timing:

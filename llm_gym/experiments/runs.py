@@ -3,9 +3,10 @@
 Holds :func:`make_method_env` (LLMCompletion-v0 wrapped for a method),
 :func:`make_agent` (the untrained TokenPPO of one run), :class:`CurveRecorder`
 (one curve row per rollout, read from ``model.rollout_stats``), :func:`run_one`
-(train one run), and :func:`run_compare`: train every missing run of a preset,
-in this process or in ``jobs`` worker processes, resuming a results folder that
-already holds some of them, then write the report (:mod:`llm_gym.experiments.report`).
+(train one run), and :func:`run_compare`: train every missing run of a preset on
+an execution backend (:mod:`llm_gym.experiments.backends`: this process, ``jobs``
+worker processes, or Ray tasks), resuming a results folder that already holds
+some of them, then write the report (:mod:`llm_gym.experiments.report`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import csv
 import json
 import math
 import time
+from collections.abc import Mapping
+from contextlib import closing, nullcontext
 from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,14 @@ import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
 
 import llm_gym  # noqa: F401  (registers the environments)
+from llm_gym.experiments.backends import (
+    Backend,
+    ProcessPoolBackend,
+    RayBackend,
+    RunResult,
+    RunsFailed,
+    SequentialBackend,
+)
 from llm_gym.experiments.methods import check_methods, registry
 from llm_gym.experiments.presets import RUN_INDEPENDENT_FIELDS, ComparePreset, env_options
 from llm_gym.experiments.report import write_report
@@ -78,8 +89,11 @@ def make_method_vector_env(method: str, preset: ComparePreset) -> gym.vector.Vec
     return spec.wrap_vector(envs, preset)
 
 
-def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
-    """The agent (TokenPPO, TokenRLOO or TokenGRPO) one (method, seed) run of ``preset`` trains."""
+def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu") -> Any:
+    """The agent (TokenPPO, TokenRLOO or TokenGRPO) one (method, seed) run of ``preset`` trains.
+
+    ``device`` is the policy's torch device (a Ray run with a GPU passes ``"cuda"``).
+    """
     import torch
 
     from llm_gym.agents import TokenGRPO, TokenPPO, TokenRLOO
@@ -99,9 +113,10 @@ def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
             kl_coef=preset.kl_coef,
             kl_target=preset.kl_target,
             kl_horizon=preset.kl_horizon,
+            kl_controller=preset.kl_controller,
             policy_kwargs=_policy_kwargs(preset, envs.unwrapped.task),
             seed=seed,
-            device="cpu",
+            device=device,
             **registry.lookup(method).agent_kwargs,
         )
     env = make_method_env(method, preset)
@@ -118,9 +133,10 @@ def make_agent(method: str, seed: int, preset: ComparePreset) -> Any:
         kl_coef=preset.kl_coef,
         kl_target=preset.kl_target,
         kl_horizon=preset.kl_horizon,
+        kl_controller=preset.kl_controller,
         policy_kwargs=_policy_kwargs(preset, env.unwrapped.task),
         seed=seed,
-        device="cpu",
+        device=device,
     )
 
 
@@ -177,11 +193,20 @@ class CurveRecorder(BaseCallback):
 
 
 def run_one(
-    method: str, seed: int, preset: ComparePreset, out_dir: Path, threads: int | None = None
+    method: str,
+    seed: int,
+    preset: ComparePreset,
+    out_dir: Path,
+    threads: int | None = None,
+    *,
+    device: str = "cpu",
+    reward_model: Any = None,
 ) -> list[dict[str, Any]]:
-    """Train one run; returns one row per update (method, seed, update, score, kl, length).
+    """Train one run; returns one row per update (method, seed, update, score, kl, length, seconds).
 
-    Its TensorBoard logs go to ``out_dir/tb/<method>_seed<seed>``.
+    Its TensorBoard logs go to ``out_dir/tb/<method>_seed<seed>``. ``reward_model``
+    (a :class:`~llm_gym.rewards.RayRewardModel` shared by the runs) replaces the
+    preset's reward model, which it serves.
     """
     import shutil
 
@@ -190,7 +215,9 @@ def run_one(
 
     if threads:
         torch.set_num_threads(threads)
-    model = make_agent(method, seed, preset)
+    if reward_model is not None:
+        preset = replace(preset, env_kwargs={**preset.env_kwargs, "reward_model": reward_model})
+    model = make_agent(method, seed, preset, device)
     run_dir = out_dir / "tb" / f"{method}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted attempt's logs
     model.set_logger(configure(str(run_dir), ["tensorboard"]))
@@ -256,6 +283,19 @@ def _read_rows(csv_path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _ray_reward_model(preset: ComparePreset, options: Mapping[str, Any]) -> Any:
+    """The preset's reward model served by Ray actors placed as ``options`` say."""
+    from llm_gym import assets
+    from llm_gym.rewards import RayRewardModel
+
+    name = preset.reward_model
+    path = assets.reward_model_path(name) if name in assets.REWARD_MODELS else name
+    kwargs = dict(preset.env_kwargs.get("reward_model_kwargs") or {})
+    kwargs.setdefault("trust_remote_code", preset.env_kwargs.get("trust_remote_code", False))
+    # each call scored as sent: the runs stay bit-for-bit those of a local reward model
+    return RayRewardModel(str(path), **{"merge_calls": False, **kwargs, **options})
+
+
 def run_compare(
     preset: ComparePreset,
     out_dir: str | Path,
@@ -264,25 +304,91 @@ def run_compare(
     fidelity: bool = True,
     first_seed: int = 0,
     jobs: int = 1,
+    backend: Backend | None = None,
+    reward_model_on_ray: bool | Mapping[str, Any] = False,
 ) -> str:
     """Train every (method, seed), write the outputs, and return the summary markdown.
 
     Runs already in ``out_dir`` from an earlier call with the same settings are kept,
     not retrained, so an interrupted comparison resumes and a finished one can gain
-    methods or seeds. ``jobs > 1`` trains that many runs at a time in worker
-    processes with one torch thread each.
-    """
-    from tqdm.auto import tqdm
+    methods or seeds, on any backend. ``jobs > 1`` trains that many runs at a time in
+    worker processes with one torch thread each; ``backend`` chooses another way
+    (:class:`~llm_gym.experiments.backends.RayBackend`: Ray tasks). Each run's rows
+    are written as it finishes. ``reward_model_on_ray`` serves the preset's reward
+    model from Ray actors shared by every run (a dict gives their placement, the
+    :class:`~llm_gym.rewards.RayRewardModel` options ``num_gpus``, ``num_cpus``,
+    ``num_actors``, ``resources``).
 
+    Raises:
+        RunsFailed: after the other runs finished, when runs failed on a backend
+            that reports failures instead of stopping (Ray).
+    """
     check_methods(preset.methods, preset)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if backend is None:
+        backend = SequentialBackend() if jobs == 1 else ProcessPoolBackend(jobs)
+    elif jobs != 1:
+        raise ValueError(
+            f"pass jobs={jobs} or backend={backend!r}, not both; a backend sets its own parallelism"
+        )
+    rm_options: dict[str, Any] | None = None
+    if reward_model_on_ray:
+        rm_options = {} if reward_model_on_ray is True else dict(reward_model_on_ray)
     if "sparse" not in preset.methods:
         preset = replace(preset, methods=("sparse", *preset.methods))  # the baseline
     # the task's tokenizer, reward model, prompts and lengths load (or fail) before
     # anything is written, so a bad setting leaves no folder behind to refuse the fix
-    gym.make("LLMCompletion-v0", **env_options(preset)).close()
-    out = Path(out_dir)
+    if rm_options is None:
+        gym.make("LLMCompletion-v0", **env_options(preset)).close()
+    if isinstance(backend, RayBackend):
+        # a local cluster sized for the runs gets room for the reward model's actors too
+        extra = 0.0
+        if rm_options is not None:
+            extra = rm_options.get("num_cpus", 1.0) * rm_options.get("num_actors", 1)
+        session = backend.cluster(extra_cpus=extra)
+    elif rm_options is not None:
+        session = RayBackend().cluster()  # a local cluster for the reward model's actors
+    else:
+        session = nullcontext()
+    with session:
+        reward_model = None
+        if rm_options is not None:
+            reward_model = _ray_reward_model(preset, rm_options)
+            options = {**env_options(preset), "reward_model": reward_model}
+            try:
+                gym.make("LLMCompletion-v0", **options).close()
+            except BaseException:
+                reward_model.close()
+                raise
+        try:
+            return _train_missing(
+                preset,
+                Path(out_dir),
+                backend,
+                reward_model,
+                progress,
+                smoothing,
+                fidelity,
+                first_seed,
+            )
+        finally:
+            if reward_model is not None:
+                reward_model.close()
+
+
+def _train_missing(
+    preset: ComparePreset,
+    out: Path,
+    backend: Backend,
+    reward_model: Any,
+    progress: bool,
+    smoothing: int,
+    fidelity: bool,
+    first_seed: int,
+) -> str:
+    from tqdm.auto import tqdm
+
     out.mkdir(parents=True, exist_ok=True)
     rows = _finished_runs(out, preset)
     timings = _read_rows(out / "timings.csv")
@@ -311,21 +417,23 @@ def run_compare(
         if timings:
             write_long_csv(out / "timings.csv", timings)
 
+    run_kwargs = {} if reward_model is None else {"reward_model": reward_model}
+    failures: list[RunResult] = []
     bar = tqdm(total=len(runs), desc="compare", disable=not progress, unit="run")
-    if jobs == 1:
-        for method, seed in runs:
-            record(run_one(method, seed, preset, out))
+    if progress and runs and isinstance(backend, RayBackend):
+        bar.write(f"each run's output: {out / 'logs'}/<method>_seed<seed>.log")
+    # run_one is looked up now, so that a replaced one (tests) is what the backend runs
+    with closing(backend.results(run_one, runs, preset, out, run_kwargs)) as results:
+        for result in results:
+            if result.rows is not None:
+                record(result.rows)
+            else:
+                failures.append(result)
+                bar.write(f"{result.method} seed {result.seed} failed: {result.error}")
+                bar.set_postfix(failed=len(failures))
             bar.update()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        context = multiprocessing.get_context("spawn")  # torch is not fork-safe
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_one, m, s, preset, out, 1) for m, s in runs]
-            for future in as_completed(futures):
-                record(future.result())
-                bar.update()
     bar.close()
+    if failures:
+        raise RunsFailed(failures, len(runs))
     minutes = (time.perf_counter() - started) / 60
     return write_report(out, preset, [out / "curves.csv"], smoothing, fidelity, minutes)

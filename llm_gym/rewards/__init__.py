@@ -2,7 +2,8 @@
 
 Holds the interface (:class:`RewardModel`, :class:`CompletionBatch`,
 :class:`RewardOutput`, :class:`AttentionRequest`), its implementations
-(:class:`HFRewardModel`, :class:`FunctionRewardModel`), prefix scoring
+(:class:`HFRewardModel`, :class:`FunctionRewardModel`, and :class:`RayRewardModel`,
+an HFRewardModel served by Ray actors; Ray is imported only when one is made), prefix scoring
 (:class:`PrefixScorer`), ABC-D credit (:class:`GeneratorAttention`) and credit
 fidelity (:func:`credit_fidelity`, :class:`FidelityReport`).
 """
@@ -14,6 +15,7 @@ from llm_gym.rewards.function import FunctionRewardModel
 from llm_gym.rewards.generator import GeneratorAttention
 from llm_gym.rewards.hf import HFRewardModel
 from llm_gym.rewards.prefix import PrefixScorer
+from llm_gym.rewards.ray import RayRewardModel
 
 __all__ = [
     "AttentionRequest",
@@ -23,6 +25,7 @@ __all__ = [
     "GeneratorAttention",
     "HFRewardModel",
     "PrefixScorer",
+    "RayRewardModel",
     "RewardModel",
     "RewardOutput",
     "credit_fidelity",

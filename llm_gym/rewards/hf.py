@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardModel, RewardOutput
-from llm_gym.rewards.loading import load_pretrained, load_tokenizer, resolve_device
+from llm_gym.rewards.loading import (
+    HostToDevice,
+    load_pretrained,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
 from llm_gym.rewards.padding import position_ids_from_mask
 
 __all__ = ["EncodedBatch", "ForwardOutput", "HFRewardModel"]
@@ -70,11 +76,18 @@ class HFRewardModel(RewardModel):
             minus label 0); an int picks one logit; a pair ``(pos, neg)`` of label
             names or indices gives logit(pos) - logit(neg) as in the ABC paper.
         pooling: ``"auto"``, ``"last"`` (decoder) or ``"first"`` ([CLS], encoder).
-        device: ``"auto"`` uses CUDA when available.
+        device: ``"auto"`` uses CUDA when available; the RM may have a device of its own
+            (``"cuda:1"``), apart from the policy's.
         trust_remote_code: passed to ``from_pretrained``; off by default.
+        dtype: the weights' type (``"bfloat16"``, ``"float16"``, ``"float32"``; ``None``:
+            as saved). Scores and attention rows are computed from float32 logits and a
+            float32 softmax whatever it is.
+        torch_dtype: the transformers 4 name of ``dtype``.
 
-    A model passed as an object is moved to ``device`` and put in eval mode; its
-    configuration is left as it is.
+    A model passed as an object is moved to ``device`` (and cast to ``dtype`` when one
+    is given) and put in eval mode; its configuration is left as it is. A batch goes
+    to the device in one copy per array (ids, mask), through pinned host buffers on
+    a GPU.
 
     Example:
         >>> import llm_gym.assets
@@ -93,18 +106,29 @@ class HFRewardModel(RewardModel):
         pooling: str = "auto",
         device: str | torch.device = "auto",
         trust_remote_code: bool = False,
+        dtype: str | torch.dtype | None = None,
+        torch_dtype: str | torch.dtype | None = None,
     ) -> None:
         from transformers import AutoModelForSequenceClassification
 
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"got dtype={dtype!r} and torch_dtype={torch_dtype!r}; expected one")
+        weights = resolve_dtype(dtype if dtype is not None else torch_dtype)
         self.device = resolve_device(device)
         if isinstance(model, str):
             self.name = model
             model = load_pretrained(
-                AutoModelForSequenceClassification, model, trust_remote_code=trust_remote_code
+                AutoModelForSequenceClassification,
+                model,
+                trust_remote_code=trust_remote_code,
+                **({} if weights is None else {"dtype": weights}),
             )
         else:
             self.name = getattr(model, "name_or_path", type(model).__name__)
+            if weights is not None:
+                model = model.to(weights)
         self.model = model.to(self.device).eval()
+        self._to_device = HostToDevice(self.device)
         if isinstance(tokenizer, str):
             tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         elif tokenizer is None and _may_hold_tokenizer(self.name):
@@ -265,18 +289,20 @@ class HFRewardModel(RewardModel):
             input_ids[i, offset : offset + len(ids)] = ids
             attention_mask[i, offset : offset + len(ids)] = 1
             completion_positions.append(np.arange(offset + start, offset + start + length))
-        mask = torch.from_numpy(attention_mask)
+        # one copy to the device per array; positions and scoring columns are made there
+        mask = self._to_device(attention_mask, "attention_mask")
+        rows = len(sequences)
         if self.pooling == "last":
             position_ids = position_ids_from_mask(mask)
-            score_index = torch.full((len(sequences),), width - 1, dtype=torch.long)
+            score_index = torch.full((rows,), width - 1, dtype=torch.long, device=self.device)
         else:
             position_ids = None
-            score_index = torch.zeros(len(sequences), dtype=torch.long)
+            score_index = torch.zeros(rows, dtype=torch.long, device=self.device)
         return EncodedBatch(
-            input_ids=torch.from_numpy(input_ids).to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=None if position_ids is None else position_ids.to(self.device),
-            score_index=score_index.to(self.device),
+            input_ids=self._to_device(input_ids, "input_ids"),
+            attention_mask=mask,
+            position_ids=position_ids,
+            score_index=score_index,
             completion_positions=completion_positions,
             completion_char_spans=char_spans,
         )
@@ -328,7 +354,8 @@ class HFRewardModel(RewardModel):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            use_cache=use_cache,
+            # the config's default (True) would copy every layer's keys into a cache nobody reads
+            use_cache=bool(use_cache) or cache is not None,
             **extra,
         )
         # the head runs on every position, as transformers runs it, so the logits are
@@ -360,6 +387,7 @@ class HFRewardModel(RewardModel):
     def logits_to_scores(self, logits: torch.Tensor) -> np.ndarray:
         """(B,) float64 scores from (B, num_labels) logits, by the ``score`` definition."""
         pos, neg = self._score_index
+        logits = logits.float()  # a half-precision RM's difference is taken in float32
         scores = logits[:, pos] if neg is None else logits[:, pos] - logits[:, neg]
         return scores.double().cpu().numpy()
 

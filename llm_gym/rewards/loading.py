@@ -13,9 +13,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["load_pretrained", "load_tokenizer", "resolve_device"]
+__all__ = [
+    "DTYPES",
+    "HostToDevice",
+    "load_pretrained",
+    "load_tokenizer",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+#: the floating-point types a model can run in, by the names the options accept
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -30,6 +50,74 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(
             f"device {device!r} is not a torch device; expected 'auto', 'cpu', 'cuda', ..."
         ) from err
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, name: str = "dtype") -> torch.dtype | None:
+    """A ``dtype`` option as a torch dtype; ``None`` (or ``"auto"``) stays None.
+
+    ``name`` is the option's name in the error message.
+
+    Example:
+        >>> resolve_dtype("bf16"), resolve_dtype(torch.float16), resolve_dtype(None)
+        (torch.bfloat16, torch.float16, None)
+    """
+    if dtype is None or dtype == "auto":
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.lower().removeprefix("torch.")]
+    raise ValueError(
+        f"{name} must be None, 'auto', or one of {sorted(set(DTYPES))} (or the torch dtype), "
+        f"got {dtype!r}"
+    )
+
+
+class HostToDevice:
+    """Host arrays to one device, through reused pinned staging buffers when it is a GPU.
+
+    A copy from pageable host memory to a GPU is synchronous and staged by the
+    driver; from pinned (page-locked) memory it is one DMA that may overlap other
+    work. Pinning is slow, so each named stream of arrays (``key``) keeps one
+    pinned buffer, regrown only when an array outgrows it, and an event per buffer
+    keeps the next write from racing the copy still in flight. On the CPU the
+    array is wrapped without a copy, as ``torch.as_tensor`` does.
+
+    Args:
+        device: where the tensors go.
+
+    Example:
+        >>> to_cpu = HostToDevice("cpu")
+        >>> to_cpu(np.array([[1, 2]]), "ids").tolist()
+        [[1, 2]]
+    """
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = resolve_device(device)
+        self._pinned = self.device.type == "cuda"
+        self._buffers: dict[str, tuple[torch.Tensor, Any]] = {}
+
+    def __call__(self, array: np.ndarray | torch.Tensor, key: str) -> torch.Tensor:
+        """``array`` on the device (``key`` names its staging buffer)."""
+        if not self._pinned:
+            return torch.as_tensor(array, device=self.device)
+        host = torch.as_tensor(array)
+        buffer, done = self._buffers.get(key, (None, None))
+        if buffer is None or buffer.dtype != host.dtype or buffer.numel() < host.numel():
+            buffer = torch.empty(max(host.numel(), 1) * 2, dtype=host.dtype, pin_memory=True)
+            done = torch.cuda.Event()
+        else:
+            done.synchronize()  # the previous copy out of this buffer has finished
+        staged = buffer[: host.numel()].view(host.shape)
+        staged.copy_(host)
+        out = staged.to(self.device, non_blocking=True)
+        done.record()
+        self._buffers[key] = (buffer, done)
+        return out
+
+    def dict(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Each array of a dict observation on the device (buffers keyed by its keys)."""
+        return {key: self(value, key) for key, value in arrays.items()}
 
 
 def _not_found(kind: str, name: str, err: Exception) -> OSError:

@@ -35,6 +35,7 @@ class PotentialShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         >>> envs = PotentialShaping(gym.make_vec("LLMCompletion-v0", num_envs=2, max_new_tokens=3),
         ...                         lambda prompt, prefix: 0.1 * len(prefix))
         >>> _ = envs.reset(seed=0)
+        >>> _ = envs.action_space.seed(0)  # sampled actions can be EOS; these are not
         >>> for _ in range(3):
         ...     _, rewards, terminated, _, infos = envs.step(envs.action_space.sample())
         >>> bool(terminated.all()), len(infos["token_rewards"][0])

@@ -1,0 +1,200 @@
+"""How well a comparison's KL controller held its target: a table and a plot from curves.csv.
+
+A KL controller is a deterministic function of the KL per completion it saw, so
+the coefficient every run charged is replayed exactly from the ``kl`` column of
+``curves.csv`` (:func:`~llm_gym.agents.kl.coefficient_trace`) with the preset's
+controller settings; nothing else needs to be logged.
+
+Holds :func:`rollout_steps` (transitions per rollout of a preset's runs),
+:func:`coefficient_curves`, :func:`kl_band_table` (per method, how much of the run
+the seed-mean KL stayed within a band around the target), :func:`plot_kl_control`
+and :func:`main` (``python -m llm_gym.experiments.kl_control CSV --out DIR``: the
+table and plot for a results folder written before they were part of the report).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from llm_gym.agents.kl import coefficient_trace, make_kl_controller
+from llm_gym.envs.task import TASK_PRESETS
+from llm_gym.experiments.presets import PRESETS, ComparePreset
+from llm_gym.experiments.summary import Curves, load_curves, smooth
+
+__all__ = ["coefficient_curves", "kl_band_table", "main", "plot_kl_control", "rollout_steps"]
+
+
+def rollout_steps(preset: ComparePreset) -> int:
+    """Transitions per rollout of the preset's runs: ``n_steps * n_envs`` (as ``make_agent``).
+
+    Example:
+        >>> rollout_steps(ComparePreset()), rollout_steps(ComparePreset(task="paper"))
+        (1024, 256)
+    """
+    if preset.n_steps is not None:
+        return preset.n_steps * preset.n_envs
+    tokens = preset.env_kwargs.get("max_new_tokens", preset.max_new_tokens)
+    if tokens is None:
+        tokens = TASK_PRESETS[preset.task]["max_new_tokens"]
+    longest = tokens if isinstance(tokens, int) else tokens[1]
+    return int(longest) * preset.n_envs
+
+
+def coefficient_curves(kls: Curves, preset: ComparePreset) -> Curves:
+    """The KL coefficient each run charged in each update, replayed from its KL curve."""
+    controller = make_kl_controller(
+        preset.kl_controller, preset.kl_coef, preset.kl_target, preset.kl_horizon
+    )
+    steps = rollout_steps(preset)
+    return Curves(
+        {
+            method: {seed: coefficient_trace(controller, kl, steps) for seed, kl in runs.items()}
+            for method, runs in kls.values.items()
+        }
+    )
+
+
+def kl_band_table(
+    kls: Curves,
+    target: float,
+    band: float = 0.25,
+    start: int = 30,
+    smoothing: int = 5,
+    coefs: Curves | None = None,
+) -> str:
+    """Markdown: per method, how the seed-mean KL (moving average of ``smoothing``) kept to the target.
+
+    Columns: the share of updates from ``start`` on within ``target * (1 +- band)``,
+    whether all of them were, the lowest and highest value from ``start`` on, the
+    first update the curve reached ``(1 - band) * target`` (a coefficient cannot
+    push KL up, so before that the band's lower side is the learner's, not the
+    controller's), the share within the band from then on, and the seed-mean
+    coefficient over the last 10 updates when ``coefs`` are given.
+
+    Example:
+        >>> kls = Curves({"sparse": {0: np.r_[np.linspace(0, 6, 10), np.full(30, 6.5)]}})
+        >>> print(kl_band_table(kls, 6.0, start=20, smoothing=1))
+        | method | seeds | within ±25% of 6 nats, updates 20-39 | all within | lowest, highest from 20 | first update >= 4.5 | within from then |
+        |---|---|---|---|---|---|---|
+        | sparse | 1 | 100% | yes | 6.50, 6.50 | 7 | 100% |
+    """
+    low, high = (1 - band) * target, (1 + band) * target
+    header = [
+        "method",
+        "seeds",
+        f"within ±{band:.0%} of {target:g} nats, updates {start}-{{end}}",
+        "all within",
+        f"lowest, highest from {start}",
+        f"first update >= {low:g}",
+        "within from then",
+    ]
+    if coefs is not None:
+        header.append("coefficient, last 10 updates")
+    rows = []
+    end = 0
+    for method in kls.methods:
+        curve = smooth(kls.seed_mean(method), smoothing)
+        end = max(end, len(curve) - 1)
+        tail = curve[start:]
+        inside = (tail >= low) & (tail <= high)
+        reached = np.flatnonzero(curve >= low)
+        first = int(reached[0]) if reached.size else None
+        after = curve[max(first, start) :] if first is not None else np.zeros(0)
+        after_inside = ((after >= low) & (after <= high)).mean() if after.size else float("nan")
+        cells = [
+            method,
+            str(len(kls.seeds(method))),
+            f"{inside.mean():.0%}" if tail.size else "-",
+            "yes" if tail.size and inside.all() else "no",
+            f"{tail.min():.2f}, {tail.max():.2f}" if tail.size else "-",
+            "-" if first is None else str(first),
+            "-" if not after.size else f"{after_inside:.0%}",
+        ]
+        if coefs is not None:
+            cells.append(f"{coefs.seed_mean(method)[-10:].mean():.3f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    header[2] = header[2].format(end=end)
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+
+
+def plot_kl_control(
+    csv_path: str | Path,
+    png_path: str | Path,
+    preset: ComparePreset,
+    smoothing: int = 5,
+    methods: Sequence[str] | None = None,
+) -> None:
+    """Seed-mean KL per completion (with the target's ±25% band) and the replayed coefficient."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kls = load_curves(csv_path, column="kl")
+    coefs = coefficient_curves(kls, preset)
+    target = preset.kl_target
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for method in methods or kls.methods:
+        label = f"{method} ({len(kls.seeds(method))} seeds)"
+        top.plot(smooth(kls.seed_mean(method), smoothing), label=label)
+        bottom.plot(coefs.seed_mean(method), label=label)
+    if target is not None:
+        top.axhspan(0.75 * target, 1.25 * target, color="grey", alpha=0.15, label="target ±25%")
+        top.axhline(target, color="grey", lw=1)
+    top.set_ylabel(f"KL per completion, nats\n(seed mean, moving average of {smoothing})")
+    bottom.set_ylabel("KL coefficient (seed mean)")
+    bottom.set_xlabel("PPO update")
+    top.set_title(f"KL controller: {preset.kl_controller}")
+    top.legend(fontsize=7)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Write ``kl_control.md`` and ``kl_control.png`` for a ``curves.csv`` and its settings."""
+    parser = argparse.ArgumentParser(
+        prog="python -m llm_gym.experiments.kl_control",
+        description="How a comparison's KL controller held its target, from its curves.csv.",
+    )
+    parser.add_argument("csv", help="a results folder's curves.csv")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--kl-controller", default="adaptive", choices=["adaptive", "pid"])
+    parser.add_argument("--kl-target", type=float, default=None)
+    parser.add_argument("--new-tokens", type=int, default=None, help="the longest completion")
+    parser.add_argument("--smoothing", type=int, default=5)
+    parser.add_argument("--out", required=True, help="folder for kl_control.md and .png")
+    args = parser.parse_args(argv)
+    preset = replace(PRESETS[args.preset], kl_controller=args.kl_controller)
+    if args.kl_target is not None:
+        preset = replace(preset, kl_target=args.kl_target)
+    if args.new_tokens is not None:
+        preset = replace(preset, max_new_tokens=args.new_tokens)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kls = load_curves(args.csv, column="kl")
+    plot_kl_control(args.csv, out / "kl_control.png", preset, args.smoothing)
+    table = kl_band_table(
+        kls,
+        preset.kl_target or 6.0,
+        smoothing=args.smoothing,
+        coefs=coefficient_curves(kls, preset),
+    )
+    text = (
+        f"# KL control of {args.csv}\n\nController: `{preset.kl_controller}`, target "
+        f"{preset.kl_target:g} nats; coefficients replayed from the KL curves.\n\n{table}\n\n"
+        "![KL control](kl_control.png)\n"
+    )
+    (out / "kl_control.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

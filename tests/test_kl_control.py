@@ -1,0 +1,192 @@
+"""KL controllers: the PID controller holds the target on a stub policy; options reach the agents;
+the coefficients a run charged are replayed exactly from its KL curve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from agents_world import make_env, one_thread  # noqa: F401
+from stable_baselines3.common.callbacks import BaseCallback
+
+from llm_gym.agents import KLController, PIDKLController, TokenPPO
+from llm_gym.agents.kl import KL_CONTROLLERS, coefficient_trace, make_kl_controller
+from llm_gym.experiments.kl_control import coefficient_curves, kl_band_table, rollout_steps
+from llm_gym.experiments.presets import ComparePreset
+from llm_gym.experiments.summary import Curves, smooth
+
+
+class StubPolicy:
+    """A fake policy whose KL to the reference responds to the coefficient, deterministically.
+
+    Learning pushes the policy toward the KL-regularised optimum, whose KL falls as the
+    coefficient rises: ``kl* = drive / (coef + 0.02)``; the policy closes ``rate`` of the
+    gap per update, and the drive (what there is to gain by moving) ramps up over the
+    first ``ramp`` updates, as a reward's gradient does while the policy discovers it.
+    """
+
+    def __init__(self, drive: float, rate: float = 0.15, ramp: int = 30) -> None:
+        self.drive, self.rate, self.ramp, self.kl, self.updates = drive, rate, ramp, 0.0, 0
+
+    def update(self, coef: float) -> float:
+        drive = self.drive * min(1.0, self.updates / self.ramp)
+        self.kl += self.rate * (drive / (coef + 0.02) - self.kl)
+        self.updates += 1
+        return self.kl
+
+
+def run_stub(controller, drive: float, rate: float, updates: int = 150) -> np.ndarray:
+    policy, kls = StubPolicy(drive, rate), []
+    for _ in range(updates):
+        kl = policy.update(controller.coef)
+        kls.append(kl)
+        controller.update(kl, steps=1024)
+    return np.asarray(kls)
+
+
+@pytest.mark.parametrize("drive", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize("rate", [0.05, 0.15, 0.4])
+def test_pid_controller_holds_the_target_on_a_stub_policy(drive, rate):
+    # drives 0.5-4 need equilibrium coefficients of 0.06-0.65 (the real runs' range)
+    kls = run_stub(PIDKLController(0.05, target=6.0), drive, rate)
+    held = smooth(kls, 5)[30:]
+    assert held.min() >= 0.75 * 6.0 and held.max() <= 1.25 * 6.0, (held.min(), held.max())
+
+
+def test_the_adaptive_controller_does_not_hold_it_on_the_same_stub():
+    # the reason for the PID controller: ~2% per update cannot follow a strong drive
+    kls = run_stub(KLController(0.05, target=6.0), drive=2.0, rate=0.15)
+    assert smooth(kls, 5)[30:].max() > 2 * 6.0
+
+
+def test_pid_controller_steps():
+    controller = PIDKLController(0.05, target=6.0, kp=0.1, ki=0.02, kd=0.5, coef_max=0.5)
+    assert controller.update(12.0, 1024) == pytest.approx(0.07 + 0.1)  # no rise yet
+    # the error rose by 1: the derivative adds kd * 1 and the cap holds 0.11 + 0.2 + 0.5
+    assert controller.update(18.0, 1024) == 0.5
+    # far below: the coefficient drops at once (0.09 - 0.1, clipped at 0), not by 2%
+    assert controller.update(0.0, 1024) == 0.0
+    assert controller.integral == pytest.approx(0.09)
+    assert controller.update(float("nan"), 1024) == controller.coef  # no KL: unchanged
+    for _ in range(50):
+        controller.update(0.0, 1024)
+    assert controller.integral == controller.coef == 0.0  # anti-windup: never negative
+
+
+def test_controller_options_are_checked():
+    assert KL_CONTROLLERS == ("adaptive", "pid")
+    assert isinstance(make_kl_controller("adaptive", 0.05, 6.0), KLController)
+    with pytest.raises(ValueError, match="kl_controller must be one of"):
+        make_kl_controller("bang-bang", 0.05, 6.0)
+    with pytest.raises(ValueError, match="needs a target > 0 nats, got None"):
+        PIDKLController(0.05, None)
+    with pytest.raises(ValueError, match="kp must be a finite number >= 0, got -1"):
+        PIDKLController(0.05, 6.0, kp=-1)
+    with pytest.raises(ValueError, match="kl_controller must be one of"):
+        ComparePreset(kl_controller="fast")
+    with pytest.raises(ValueError, match="'pid' needs a kl_target"):
+        ComparePreset(kl_controller="pid", kl_target=None)
+    with pytest.raises(ValueError, match="kl_controller must be one of"):
+        TokenPPO("CausalLMPolicy", make_env(max_new_tokens=2), n_steps=2, kl_controller="x")
+
+
+class CoefRecorder(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kls: list[float] = []
+        self.coefs: list[float] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.kls.append(self.model.rollout_stats["kl_per_completion"])
+        self.coefs.append(self.model.rollout_stats["kl_coef"])
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "pid"])
+def test_the_coefficients_a_run_charged_are_replayed_from_its_kl(kind, tmp_path):
+    model = TokenPPO(
+        "CausalLMPolicy",
+        make_env(max_new_tokens=4, eos_ends_episode=False),
+        n_steps=4,
+        batch_size=8,
+        n_envs=2,
+        seed=0,
+        learning_rate=1e-3,
+        kl_target=0.05,
+        kl_horizon=16,
+        kl_controller=kind,
+    )
+    assert type(model.kl) is {"adaptive": KLController, "pid": PIDKLController}[kind]
+    recorder = CoefRecorder()
+    model.learn(4 * 2 * 5, callback=recorder)
+    fresh = make_kl_controller(kind, 0.05, 0.05, 16)
+    assert coefficient_trace(fresh, recorder.kls, steps=8).tolist() == recorder.coefs
+    assert fresh.coef == 0.05  # the replay runs on a copy
+    model.save(tmp_path / "model")
+    loaded = TokenPPO.load(tmp_path / "model")
+    assert type(loaded.kl) is type(model.kl) and loaded.kl.coef == model.kl.coef
+
+
+def test_group_agents_take_the_controller_option():
+    import gymnasium as gym
+
+    import llm_gym  # noqa: F401
+    from llm_gym.agents import TokenRLOO
+
+    envs = gym.make_vec("LLMCompletion-v0", num_envs=4, group_size=2, max_new_tokens=3)
+    model = TokenRLOO("CausalLMPolicy", envs, batch_size=6, seed=0, kl_controller="pid")
+    assert isinstance(model.kl, PIDKLController)
+
+
+def test_the_preset_reaches_the_agent_and_old_folders_read_as_adaptive(tmp_path, monkeypatch):
+    from llm_gym.experiments.runs import make_agent, run_compare
+
+    preset = ComparePreset(n_envs=2, max_new_tokens=4, kl_controller="pid")
+    assert isinstance(make_agent("sparse", 0, preset).kl, PIDKLController)
+    assert ComparePreset().kl_controller == "adaptive"  # what every folder before it ran
+
+    import llm_gym.experiments.runs as runs
+
+    def fake_run(method, seed, preset, out_dir, threads=None):
+        return [
+            {"method": method, "seed": seed, "update": u, "score": u, "kl": 6.0} for u in (0, 1)
+        ]
+
+    monkeypatch.setattr(runs, "run_one", fake_run)
+    old = ComparePreset(methods=("sparse",), seeds=1, updates=2)
+    run_compare(old, tmp_path, progress=False, smoothing=1, fidelity=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["kl_controller"]  # a folder written before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    run_compare(old, tmp_path, progress=False, smoothing=1, fidelity=False)  # resumes
+    with pytest.raises(ValueError, match="kl_controller: 'adaptive' there, 'pid' now"):
+        run_compare(
+            ComparePreset(methods=("sparse",), seeds=1, updates=2, kl_controller="pid"),
+            tmp_path,
+            progress=False,
+        )
+
+
+def test_kl_band_table_and_replayed_coefficients_from_curves():
+    kls = Curves({"sparse": {0: np.full(40, 6.0), 1: np.full(40, 9.0)}})  # seed mean 7.5: inside
+    preset = ComparePreset(kl_controller="pid")
+    coefs = coefficient_curves(kls, preset)
+    expected = coefficient_trace(PIDKLController(0.05, 6.0), np.full(40, 9.0), 1024)
+    np.testing.assert_array_equal(coefs.values["sparse"][1], expected)
+    table = kl_band_table(kls, 6.0, coefs=coefs)
+    assert "| sparse | 2 | 100% | yes | 7.50, 7.50 | 0 | 100% |" in table
+    assert rollout_steps(ComparePreset(n_envs=4, max_new_tokens=(8, 12))) == 48
+
+
+def test_kl_control_of_an_old_folder_from_the_command_line(tmp_path):
+    from llm_gym.experiments.kl_control import main
+
+    rows = ["method,seed,update,score,kl"] + [f"sparse,0,{u},0.0,{3.0 * u}" for u in range(40)]
+    (tmp_path / "curves.csv").write_text("\n".join(rows) + "\n")
+    main([str(tmp_path / "curves.csv"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "kl_control.md").read_text()
+    assert "Controller: `adaptive`" in text and "| sparse | 1 | 0% | no |" in text
+    assert (tmp_path / "out" / "kl_control.png").stat().st_size > 0
