@@ -160,7 +160,8 @@ def run(command: list[str], log: list[str]) -> tuple[str, float]:
     ]
     if done.returncode != 0:
         lines.append(f"FAILED (exit {done.returncode}): " + done.stderr.strip()[-2000:])
-    log.append(f"$ {' '.join(command)}   # {seconds:.0f} s")
+    shown = ["python" if part == sys.executable else part for part in command]  # no local paths
+    log.append(f"$ {' '.join(shown)}   # {seconds:.0f} s")
     return "\n".join(lines), seconds
 
 

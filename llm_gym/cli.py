@@ -6,10 +6,14 @@ import argparse
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
 from llm_gym.experiments.methods import registry
+
+if TYPE_CHECKING:
+    from llm_gym.experiments.backends import Backend
 
 __all__ = ["main"]
 
@@ -23,7 +27,7 @@ def _demo(args: argparse.Namespace) -> None:
     from llm_gym.rewards.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(assets.TOKENIZER_DIR))
-    infos: list[dict] = []
+    infos: list[dict[str, Any]] = []
     started = time.perf_counter()
     for first in range(0, args.episodes, args.envs):
         n = min(args.envs, args.episodes - first)
@@ -83,7 +87,7 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _ray_options(args: argparse.Namespace) -> tuple[object | None, dict | bool]:
+def _ray_options(args: argparse.Namespace) -> tuple[Backend | None, dict[str, Any] | bool]:
     """The Ray backend (or None) and the reward-model placement that ``--ray*`` ask for."""
     ray_flags = [
         flag
@@ -115,7 +119,7 @@ def _ray_options(args: argparse.Namespace) -> tuple[object | None, dict | bool]:
         require_ray()
     except ImportError as err:
         raise ValueError(f"--ray and --reward-model-on-ray need Ray: {err}") from err
-    backend = None
+    backend: Backend | None = None
     if args.ray is not None:
         from llm_gym.experiments.backends import RayBackend
 
@@ -132,7 +136,7 @@ def _ray_options(args: argparse.Namespace) -> tuple[object | None, dict | bool]:
             retries=2 if args.ray_retries is None else args.ray_retries,
             threads=args.threads,
         )
-    placement: dict | bool = False
+    placement: dict[str, Any] | bool = False
     if args.reward_model_on_ray:
         placement = {
             key: value

@@ -27,7 +27,7 @@ per episode instead of one per token.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,8 +38,14 @@ from llm_gym.agents.credit import EpisodeCredit, FinishedEpisode
 
 __all__ = ["EpisodeMinibatches", "EpisodeRolloutBuffer", "TokenCreditBuffer", "TokenRolloutBuffer"]
 
+if TYPE_CHECKING:
+    # the mixins run inside an SB3 DictRolloutBuffer: type them as one
+    _BufferBase = DictRolloutBuffer
+else:
+    _BufferBase = object
 
-class TokenCreditBuffer:
+
+class TokenCreditBuffer(_BufferBase):
     """Mixin for an SB3 ``DictRolloutBuffer``: token credit and penalties before GAE.
 
     Attributes:
@@ -55,11 +61,11 @@ class TokenCreditBuffer:
     rewards: np.ndarray
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         self.credit = EpisodeCredit(self.n_envs)
 
     def reset(self) -> None:
-        super().reset()  # type: ignore[misc]
+        super().reset()
         self.penalties: np.ndarray | None = None
         self.timeout_bootstrap = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
         #: the episodes that ended in this rollout: (episode, token rewards or None, info)
@@ -88,7 +94,7 @@ class TokenCreditBuffer:
             )
         return finished
 
-    def add_timeout_bootstrap(self, env: int, value: float) -> None:
+    def add_timeout_bootstrap(self, env: int | np.integer[Any], value: float) -> None:
         """Bootstrap the step just stored for ``env`` with ``value`` (its episode was cut)."""
         self.timeout_bootstrap[self.pos - 1, env] += value
 
@@ -104,7 +110,7 @@ class TokenCreditBuffer:
 
     def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: np.ndarray) -> None:
         self.apply_credit()
-        super().compute_returns_and_advantage(last_values, dones)  # type: ignore[misc]
+        super().compute_returns_and_advantage(last_values, dones)
 
 
 class TokenRolloutBuffer(TokenCreditBuffer, DictRolloutBuffer):
@@ -114,7 +120,7 @@ class TokenRolloutBuffer(TokenCreditBuffer, DictRolloutBuffer):
     """
 
 
-class EpisodeMinibatches:
+class EpisodeMinibatches(_BufferBase):
     """Mixin for an SB3 ``DictRolloutBuffer``: minibatches of consecutive steps of random envs."""
 
     buffer_size: int
@@ -123,6 +129,7 @@ class EpisodeMinibatches:
     generator_ready: bool
     observations: dict[str, np.ndarray]
 
+    # DictRolloutBuffer.get yields dict samples, as SB3 itself types it against RolloutBuffer's
     def get(  # type: ignore[override]
         self, batch_size: int | None = None
     ) -> Generator[DictRolloutBufferSamples, None, None]:
@@ -130,9 +137,9 @@ class EpisodeMinibatches:
             raise RuntimeError("the rollout buffer is not full yet; collect a rollout first")
         if not self.generator_ready:
             for key, obs in self.observations.items():
-                self.observations[key] = self.swap_and_flatten(obs)  # type: ignore[attr-defined]
+                self.observations[key] = self.swap_and_flatten(obs)
             for name in ["actions", "values", "log_probs", "advantages", "returns"]:
-                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])  # type: ignore[attr-defined]
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
             self.generator_ready = True
         # after swap_and_flatten, env e's steps are the rows e * buffer_size ... + buffer_size - 1
         columns = np.random.permutation(self.n_envs)
@@ -140,7 +147,7 @@ class EpisodeMinibatches:
         total = self.buffer_size * self.n_envs
         batch_size = total if batch_size is None else batch_size
         for start in range(0, total, batch_size):
-            yield self._get_samples(indices[start : start + batch_size])  # type: ignore[attr-defined]
+            yield self._get_samples(indices[start : start + batch_size])
 
 
 class EpisodeRolloutBuffer(EpisodeMinibatches, TokenCreditBuffer, DictRolloutBuffer):

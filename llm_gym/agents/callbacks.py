@@ -9,6 +9,8 @@ callback is the only place a stock algorithm lets it happen.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -21,6 +23,7 @@ __all__ = ["TokenRewardCallback"]
 
 
 class TokenRewardCallback(BaseCallback):
+    model: OnPolicyAlgorithm  # checked by _init_callback
     """Apply ``info["token_rewards"]`` in stock on-policy algorithms (PPO, A2C, MaskablePPO...).
 
     stable-baselines3 calls ``callback.on_step()`` after ``env.step`` and before
@@ -82,13 +85,14 @@ class TokenRewardCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._finished = []
-        self._credit.new_rollout()
+        cast(EpisodeCredit, self._credit).new_rollout()  # made by _init_callback
 
     def _on_step(self) -> bool:
         rewards: np.ndarray = self.locals["rewards"]
         rewards *= self.reward_scale
         row = self.model.rollout_buffer.pos  # where SB3 stores this step next
-        for episode in self._credit.step(row, rewards, self.locals["dones"]):
+        credit = cast(EpisodeCredit, self._credit)  # made by _init_callback
+        for episode in credit.step(row, rewards, self.locals["dones"]):
             info = self.locals["infos"][episode.env]
             token_rewards = info.get(TOKEN_REWARDS)
             if token_rewards is not None:

@@ -36,7 +36,7 @@ class FinishedEpisode:
     def length(self) -> int:
         return len(self.rows)
 
-    def credit(self, token_rewards: Sequence[float]) -> list[tuple[int, float]]:
+    def credit(self, token_rewards: Sequence[float] | np.ndarray) -> list[tuple[int, float]]:
         """``(row, reward)`` for the steps stored in the current rollout.
 
         ``token_rewards`` has one entry per step (extra leading entries, beyond the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -220,7 +220,7 @@ class _WindowLayer(DynamicLayer):
     """
 
     def __init__(self, capacity: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # DynamicLayer's is unannotated
         self.capacity = capacity
         self._start = self._end = 0
 
@@ -246,7 +246,8 @@ class _WindowLayer(DynamicLayer):
             store[:, :, self._end : self._end + new] = states
         self._end += new
         self._expose()
-        return self.keys, self.values
+        # _expose has just set both to views of the live columns
+        return cast(torch.Tensor, self.keys), cast(torch.Tensor, self.values)
 
     def _make_room(self, new: int) -> None:
         """Move the live columns to the front of the storage (a larger one if they do not fit)."""
@@ -276,7 +277,8 @@ def _window_cache(capacity: int) -> DynamicCache:
         DynamicLayer is not object
         and getattr(cache, "layer_class_to_replicate", None) is DynamicLayer
     ):
-        cache.layer_class_to_replicate = partial(_WindowLayer, capacity)
+        # typed as a class; transformers only calls it to make each layer
+        cache.layer_class_to_replicate = partial(_WindowLayer, capacity)  # type: ignore[assignment]
     return cache
 
 
@@ -350,12 +352,13 @@ class IncrementalDecoder:
             hidden, self._cache, self._cached = self._encode(ids, mask)
             self._ids, self._mask, self._hidden = ids, mask, hidden
             return hidden
-        if torch.equal(ids, self._ids) and torch.equal(mask, self._mask):
+        previous_mask = cast(torch.Tensor, self._mask)  # set with self._ids at every call
+        if torch.equal(ids, self._ids) and torch.equal(mask, previous_mask):
             return (
                 self._hidden
             )  # asked again about the same windows (e.g. policy and KL share a model)
         continues = (ids[:, :-1] == self._ids[:, 1:]).all(1) & (
-            mask[:, :-1] == self._mask[:, 1:]
+            mask[:, :-1] == previous_mask[:, 1:]
         ).all(1)
         continues &= mask[:, -1] == 1
         # padding columns left of the cache were never encoded: the cache grows by the new
@@ -364,13 +367,15 @@ class IncrementalDecoder:
         if columns == self._cached:
             # a real token leaving the window changes every later key (positions, context):
             # only rows whose oldest position is padding can slide
-            continues &= self._mask[:, 0] == 0
+            continues &= previous_mask[:, 0] == 0
         restart = (~continues).nonzero().squeeze(1)
         if len(restart) == len(ids) or bool(mask[restart, : ids.shape[1] - columns].any()):
             hidden, self._cache, self._cached = self._encode(ids, mask)
         else:
             if columns == self._cached:
-                for layer in self._cache.layers:
+                # a DynamicCache's layers: DynamicLayer or _WindowLayer, with key and value tensors
+                layers: list[Any] = self._cache.layers
+                for layer in layers:
                     if isinstance(layer, _WindowLayer):
                         layer.drop_oldest()
                     else:
@@ -388,7 +393,9 @@ class IncrementalDecoder:
             if restart.numel():
                 fresh_hidden, fresh, _ = self._encode(ids[restart], mask[restart], columns)
                 hidden[restart] = fresh_hidden
-                for layer, new in zip(self._cache.layers, fresh.layers, strict=True):
+                cache_layers: list[Any] = self._cache.layers
+                fresh_layers: list[Any] = fresh.layers
+                for layer, new in zip(cache_layers, fresh_layers, strict=True):
                     layer.keys[restart] = new.keys
                     layer.values[restart] = new.values
         self._ids, self._mask, self._hidden = ids, mask, hidden

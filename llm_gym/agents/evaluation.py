@@ -8,7 +8,7 @@ completion per prompt, the numbers that show learning and collapse.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -82,7 +82,7 @@ def sample_completions(
 
 def _lm_policy(venv: GymnasiumVecEnv, model: str | None) -> CausalLMPolicy:
     """An untrained CausalLMPolicy over ``model`` for the spaces of ``venv``."""
-    task = venv.env.unwrapped.task
+    task = cast(Any, venv.env.unwrapped).task  # LLMCompletion-v0's vector env holds its task
     n_tokens = len(task.tokenizer) if task.vocab_size > len(task.tokenizer) else None
     return CausalLMPolicy(
         venv.observation_space,

@@ -70,6 +70,7 @@ class _TokenGroupAlgorithm(TokenPPO):
     """What TokenRLOO and TokenGRPO share: group advantages, no critic, the group loss."""
 
     baseline = "leave_one_out"
+    rollout_buffer: GroupRolloutBuffer  # the buffer class __init__ passes to TokenPPO
 
     def __init__(
         self,
@@ -183,7 +184,8 @@ class _TokenGroupAlgorithm(TokenPPO):
         """Epochs of PPO's clipped surrogate on the group advantages, weighted per token."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
+        # _setup_model makes clip_range a schedule (SB3's PPO.train reads it the same way)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         total = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         n_minibatches = math.ceil(total / self.batch_size)
         kl_loss_coef = (
@@ -295,4 +297,5 @@ class TokenGRPO(_TokenGroupAlgorithm):
     baseline = "mean"
 
     def __init__(self, *args: Any, scale_rewards: str = "group", **kwargs: Any) -> None:
-        super().__init__(*args, scale_rewards=scale_rewards, **kwargs)
+        # a positional scale_rewards would be passed twice: refused, as Python does
+        super().__init__(*args, scale_rewards=scale_rewards, **kwargs)  # type: ignore[misc]

@@ -8,7 +8,7 @@ with group advantages in place of GAE, and per-token loss weights).
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -22,8 +22,11 @@ from llm_gym.envs.protocol import CREDIT_MAP, GROUP, GROUP_EPISODE
 
 __all__ = ["BASELINES", "ESTIMATORS", "SCALES", "GroupRolloutBuffer", "group_advantages"]
 
+#: the advantage estimators of the group agents (``estimator=``)
 ESTIMATORS = ("returns_to_go", "group_centred")
+#: the group baselines (``baseline=``): the other completions' mean, or the whole group's
 BASELINES = ("leave_one_out", "mean")
+#: how advantages are scaled (``scale_rewards=``): by the group's standard deviation, or not
 SCALES = ("group", "none")
 
 
@@ -106,6 +109,11 @@ def group_advantages(
     return [advantages[i, :n] for i, n in enumerate(lengths)]
 
 
+def _rows(episode: FinishedEpisode) -> list[int]:
+    """The rows of an episode all of whose steps are in this rollout (a completion)."""
+    return cast(list[int], episode.rows)
+
+
 class GroupRolloutBufferSamples(NamedTuple):
     observations: TensorDict
     actions: torch.Tensor
@@ -141,9 +149,14 @@ class GroupRolloutBuffer(EpisodeMinibatches, TokenCreditBuffer, DictRolloutBuffe
         self.ref_log_probs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
         self.kl_terms: np.ndarray | None = None
 
-    def completions(self) -> dict[tuple[int, int], list[tuple[FinishedEpisode, np.ndarray, dict]]]:
-        """The rollout's completions (each env's first episode) by ``(group, group_episode)``."""
-        groups: dict[tuple[int, int], list[tuple[FinishedEpisode, np.ndarray, dict]]] = {}
+    def completions(
+        self,
+    ) -> dict[tuple[int, int], list[tuple[FinishedEpisode, np.ndarray, dict[str, Any]]]]:
+        """The rollout's completions (each env's first episode) by ``(group, group_episode)``.
+
+        Each starts on the rollout's first row, so every one of its steps has a row here.
+        """
+        groups: dict[tuple[int, int], list[tuple[FinishedEpisode, np.ndarray, dict[str, Any]]]] = {}
         for episode, token_rewards, info in self.finished:
             if episode.rows[0] != 0:
                 continue  # an episode started after the env's completion: padding
@@ -155,7 +168,7 @@ class GroupRolloutBuffer(EpisodeMinibatches, TokenCreditBuffer, DictRolloutBuffe
                 )
             rewards = token_rewards
             if rewards is None:
-                rewards = self.rewards[episode.rows, episode.env].astype(np.float64)
+                rewards = self.rewards[_rows(episode), episode.env].astype(np.float64)
             groups.setdefault((int(info[GROUP]), int(info[GROUP_EPISODE])), []).append(
                 (episode, rewards, info)
             )
@@ -176,7 +189,9 @@ class GroupRolloutBuffer(EpisodeMinibatches, TokenCreditBuffer, DictRolloutBuffe
         for members in groups.values():
             kl_terms = None
             if self.kl_terms is not None:
-                kl_terms = [self.kl_terms[e.rows, e.env].astype(np.float64) for e, _, _ in members]
+                kl_terms = [
+                    self.kl_terms[_rows(e), e.env].astype(np.float64) for e, _, _ in members
+                ]
             maps = None
             if self.estimator == "group_centred":
                 maps = [
@@ -192,9 +207,12 @@ class GroupRolloutBuffer(EpisodeMinibatches, TokenCreditBuffer, DictRolloutBuffe
                 self.scale_rewards,
             )
             for (episode, _, _), advantage in zip(members, advantages, strict=True):
-                self.advantages[episode.rows, episode.env] = advantage
-                per_token = episode.length if self.length_normalisation else self.max_tokens
-                self.weights[episode.rows, episode.env] = 1.0 / (n_completions * per_token)
+                self.advantages[_rows(episode), episode.env] = advantage
+                # max_tokens is set by the agent before every update
+                per_token = (
+                    episode.length if self.length_normalisation else cast(int, self.max_tokens)
+                )
+                self.weights[_rows(episode), episode.env] = 1.0 / (n_completions * per_token)
         self.returns = self.advantages.copy()  # no critic: nothing regresses on returns
 
     def get(  # type: ignore[override]
@@ -203,7 +221,8 @@ class GroupRolloutBuffer(EpisodeMinibatches, TokenCreditBuffer, DictRolloutBuffe
         if not self.generator_ready:
             for name in ("weights", "ref_log_probs"):
                 self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
-        yield from super().get(batch_size)
+        # EpisodeMinibatches.get yields what _get_samples below returns
+        yield from super().get(batch_size)  # type: ignore[misc]
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None

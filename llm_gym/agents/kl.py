@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from llm_gym.agents.decoding import IncrementalDecoder, episode_window_hidden
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "KL_CONTROLLERS",
@@ -40,7 +43,9 @@ class CoefficientController(Protocol):
     """What an agent needs of a KL controller: its coefficient, and an update per rollout."""
 
     coef: float
-    target: float | None
+
+    @property
+    def target(self) -> float | None: ...
 
     @property
     def active(self) -> bool: ...
@@ -212,7 +217,7 @@ def make_kl_controller(
 
 
 def coefficient_trace(
-    controller: CoefficientController, kls: Sequence[float], steps: int
+    controller: CoefficientController, kls: Sequence[float] | np.ndarray, steps: int
 ) -> np.ndarray:
     """The coefficient a fresh ``controller`` charges in each rollout, given each rollout's KL.
 
@@ -235,7 +240,7 @@ def coefficient_trace(
 
 @torch.no_grad()
 def reference_log_probs(
-    lm: torch.nn.Module,
+    lm: PreTrainedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     actions: torch.Tensor,
@@ -275,7 +280,7 @@ class ReferenceKL:
         per_step: see ``decoder``.
     """
 
-    def __init__(self, lm: torch.nn.Module, decoder: IncrementalDecoder, per_step: bool) -> None:
+    def __init__(self, lm: PreTrainedModel, decoder: IncrementalDecoder, per_step: bool) -> None:
         self.lm, self.decoder, self.per_step = lm, decoder, per_step
         #: where the reference runs (its own device: the policy's, a second GPU, the CPU)
         self.device = next(lm.parameters()).device

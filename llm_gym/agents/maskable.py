@@ -14,7 +14,7 @@ memory per transition: 0 bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +37,9 @@ from llm_gym.agents.ppo import (
     token_buffer_class,
     token_vec_env,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "MaskableCausalLMPolicy",
@@ -94,8 +97,8 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
 
     def __init__(
         self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
+        observation_space: spaces.Space[Any],
+        action_space: spaces.Space[Any],
         lr_schedule: Schedule,
         mask_top_k: int | None = 50,
         mask_top_p: float | None = None,
@@ -127,7 +130,8 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         """Move the policy; the reference stays on ``reference_device`` when one is set."""
         super().to(*args, **kwargs)
         if self.reference_device is not None:
-            self.reference.to(self.reference_device)
+            # transformers types PreTrainedModel.to through a decorator that loses self
+            self.reference.to(self.reference_device)  # type: ignore[arg-type]
         return self
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -148,19 +152,23 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
     def reference_mask(self, obs: PyTorchObs) -> torch.Tensor:
         """Boolean (batch, vocab) mask of the tokens the reference allows at each window."""
         device = ids_device(self.reference)
-        ids = obs["input_ids"].to(device).round().long()
-        mask = obs["attention_mask"].to(device).round().long()
+        window = cast(dict[str, torch.Tensor], obs)  # token environments observe a Dict
+        ids = window["input_ids"].to(device).round().long()
+        mask = window["attention_mask"].to(device).round().long()
         if self.training:
             hidden = shared_prefix_hidden(self.reference.base_model, ids, mask)
         else:
             hidden = self.ref_decoder(ids, mask)
         logits = self.reference.get_output_embeddings()(hidden).float()
         return top_k_top_p_mask(logits, self.mask_top_k, self.mask_top_p).to(
-            obs["input_ids"].device
+            window["input_ids"].device
         )
 
     def _masked_distribution(
-        self, obs: PyTorchObs, hidden: torch.Tensor, action_masks: np.ndarray | None
+        self,
+        obs: PyTorchObs,
+        hidden: torch.Tensor,
+        action_masks: np.ndarray | torch.Tensor | None,
     ) -> MaskableCategoricalDistribution:
         distribution = self.action_dist.proba_distribution(action_logits=self.logits(hidden))
         allowed = self.reference_mask(obs)
@@ -171,7 +179,7 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         distribution.apply_masking(allowed)
         return distribution
 
-    def forward(  # type: ignore[override]
+    def forward(
         self, obs: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.hidden_state(obs)
@@ -187,12 +195,13 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         distribution = self._masked_distribution(obs, hidden, action_masks)
         return self._values(hidden), distribution.log_prob(actions), distribution.entropy()
 
+    # the masked distribution takes the environment's masks too, as sb3-contrib's policy's does
     def get_distribution(  # type: ignore[override]
         self, obs: PyTorchObs, action_masks: np.ndarray | None = None
     ) -> MaskableCategoricalDistribution:
         return self._masked_distribution(obs, self.hidden_state(obs), action_masks)
 
-    def _predict(  # type: ignore[override]
+    def _predict(
         self,
         observation: PyTorchObs,
         deterministic: bool = False,
@@ -223,7 +232,9 @@ class ReferenceMaskRolloutBuffer(EpisodeRolloutBuffer):
         return MaskableDictRolloutBufferSamples(*samples, action_masks=None)  # type: ignore[arg-type]
 
 
-class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
+# collect_rollouts takes the token-credit buffer this algorithm makes, where MaskablePPO's
+# takes any rollout buffer
+class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
     """:class:`~llm_gym.agents.TokenPPO` on sb3-contrib's MaskablePPO, masks from the reference LM.
 
     Same token credit, KV-cached rollouts and KL penalty as TokenPPO; the policy
@@ -300,7 +311,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
         )
         super().__init__(
             policy,
-            env,
+            env,  # type: ignore[arg-type]  # None when SB3's load() builds it, as SB3 does itself
             learning_rate=learning_rate,
             n_steps=n_steps,
             batch_size=batch_size,
@@ -314,14 +325,15 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):
     #: the masks run the reference on every rollout step: the KL penalty reads that forward
     reference_per_step = True
 
-    def _reference_lm(self) -> tuple[torch.nn.Module, IncrementalDecoder]:
+    def _reference_lm(self) -> tuple[PreTrainedModel, IncrementalDecoder]:
         # the KL penalty reads the same reference forward the mask came from
         return self.policy.reference, self.policy.ref_decoder
 
-    def learn(self, *args: Any, use_masking: bool = False, **kwargs: Any) -> TokenMaskablePPO:  # type: ignore[override]
+    def learn(self, *args: Any, use_masking: bool = False, **kwargs: Any) -> TokenMaskablePPO:
         if use_masking:
             raise ValueError(
                 "TokenMaskablePPO takes its masks from the reference model, not the environment; "
                 "got use_masking=True, expected False"
             )
-        return super().learn(*args, use_masking=False, **kwargs)
+        # a call with six positional arguments would pass use_masking twice: refused as by Python
+        return super().learn(*args, use_masking=False, **kwargs)  # type: ignore[misc]

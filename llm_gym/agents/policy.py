@@ -15,12 +15,12 @@ frozen reference LM (the KL penalty's, the masks') runs.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.distributions import Categorical
@@ -36,6 +36,15 @@ from llm_gym import assets
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 from llm_gym.agents.precision import GradientScaler, autocast, float32_head
 from llm_gym.rewards.loading import load_pretrained, resolve_device, resolve_dtype
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+    from typing_extensions import Self
+
+    # the mixin runs inside an SB3 policy (CausalLMPolicy, the maskable one): type it as one
+    _PolicyBase = BasePolicy
+else:
+    _PolicyBase = object
 
 __all__ = [
     "CRITICS",
@@ -56,7 +65,7 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
-) -> nn.Module:
+) -> PreTrainedModel:
     """A causal LM by hub id or folder (``None``: the embedded world's tiny LM), in eval mode.
 
     ``dtype``: the weights' type (``None``: as saved); ``device``: where it goes
@@ -91,7 +100,7 @@ def ids_device(module: nn.Module) -> torch.device:
 
 def _dtype_option(
     dtype: str | torch.dtype | None, torch_dtype: str | torch.dtype | None, name: str
-):
+) -> torch.dtype | None:
     """``dtype`` or its transformers 4 spelling ``torch_dtype`` (at most one of them)."""
     if (
         dtype is not None
@@ -104,7 +113,7 @@ def _dtype_option(
     return resolve_dtype(dtype if dtype is not None else torch_dtype, name)
 
 
-class CausalLMCore:
+class CausalLMCore(_PolicyBase):
     """The causal-LM machinery shared by :class:`CausalLMPolicy` and the maskable policy."""
 
     action_space: spaces.Discrete
@@ -112,11 +121,12 @@ class CausalLMCore:
     optimizer_class: type[torch.optim.Optimizer]
     optimizer_kwargs: dict[str, Any]
     action_dist: CategoricalDistribution
+    action_net: nn.Module
 
     def __init__(
         self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
+        observation_space: spaces.Space[Any],
+        action_space: spaces.Space[Any],
         lr_schedule: Schedule,
         model: str | None = None,
         critic: str = "detached",
@@ -139,8 +149,9 @@ class CausalLMCore:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be None or >= 1, got {top_k}")
-        if n_tokens is not None and not 1 <= n_tokens <= action_space.n:
-            raise ValueError(f"n_tokens must be None or in [1, {action_space.n}], got {n_tokens}")
+        vocab = cast(spaces.Discrete, action_space).n  # check_token_spaces refused others
+        if n_tokens is not None and not 1 <= n_tokens <= vocab:
+            raise ValueError(f"n_tokens must be None or in [1, {vocab}], got {n_tokens}")
         kwargs["ortho_init"] = False
         compute = _dtype_option(dtype, torch_dtype, "dtype")
         #: the dtype the LM's forwards run in under autocast (None: float32, no autocast)
@@ -158,7 +169,7 @@ class CausalLMCore:
         self.n_tokens = n_tokens
         self.dropout = dropout
         self.trust_remote_code = trust_remote_code
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     # ---------------------------------------------------------------- building
     def _build(self, lr_schedule: Schedule) -> None:
@@ -172,7 +183,7 @@ class CausalLMCore:
                 f"but the action space is Discrete({self.action_space.n}); expected the same size "
                 "(use the tokenizer the LM was trained with)"
             )
-        high = int(self.observation_space["input_ids"].high.max())
+        high = int(cast(spaces.Box, self.observation_space["input_ids"]).high.max())
         if high >= vocab:
             raise ValueError(
                 f"observation input_ids go up to {high} but the LM has {vocab} tokens; "
@@ -180,12 +191,12 @@ class CausalLMCore:
             )
         width = self.lm.get_output_embeddings().in_features
         if self.critic == "shared":
-            self.value_net = nn.Linear(width, 1)
+            last = self.value_net = nn.Linear(width, 1)
         else:
-            self.value_net = nn.Sequential(
-                nn.Linear(width, self.critic_hidden), nn.Tanh(), nn.Linear(self.critic_hidden, 1)
-            )
-        last = self.value_net if self.critic == "shared" else self.value_net[-1]
+            first = nn.Linear(width, self.critic_hidden)
+            last = nn.Linear(self.critic_hidden, 1)
+            # SB3 types value_net as the Linear head its own _build makes
+            self.value_net = nn.Sequential(first, nn.Tanh(), last)  # type: ignore[assignment]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.action_net = nn.Identity()
@@ -200,7 +211,8 @@ class CausalLMCore:
             # torch picks the per-tensor loop on the CPU: the same arithmetic, one Python
             # round of a dozen tensor ops per parameter; foreach runs each op over all of them
             options.setdefault("foreach", True)
-        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **options)
+        # SB3's optimizer classes (Adam by default) take lr; torch's Optimizer base does not
+        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **options)  # type: ignore[call-arg]
         #: float16 updates scale their gradients (bfloat16 and float32 need not)
         self.gradient_scaler = (
             GradientScaler(trainable, self.optimizer)
@@ -225,7 +237,7 @@ class CausalLMCore:
         )
         return data
 
-    def load_reference(self, name: str | None = None) -> nn.Module:
+    def load_reference(self, name: str | None = None) -> PreTrainedModel:
         """A frozen copy of the reference LM (``name``, default the policy's own model).
 
         It runs on ``reference_device`` (default: the policy's device) with
@@ -237,7 +249,7 @@ class CausalLMCore:
         )
         return lm.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> CausalLMCore:
+    def train(self, mode: bool = True) -> Self:
         super().train(mode)
         if not self.dropout:
             self.lm.eval()
@@ -255,7 +267,8 @@ class CausalLMCore:
 
         Float32; computed in ``dtype`` when one is set.
         """
-        ids, mask = token_ids(obs["input_ids"]), token_ids(obs["attention_mask"])
+        window = cast(dict[str, torch.Tensor], obs)  # token environments observe a Dict
+        ids, mask = token_ids(window["input_ids"]), token_ids(window["attention_mask"])
         with self._autocast():
             if not self.training and not torch.is_grad_enabled():
                 hidden = self.decoder(ids, mask)
@@ -263,7 +276,7 @@ class CausalLMCore:
                 hidden = shared_prefix_hidden(self.lm.base_model, ids, mask)
         return hidden.float()
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.compute_dtype is None:  # float32: no context at all
             return contextlib.nullcontext()
         return autocast(ids_device(self), self.compute_dtype)
@@ -271,8 +284,10 @@ class CausalLMCore:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of the distribution sampled from (temperature, ``n_tokens`` and top-k applied)."""
         head = self._output_layer[0]
+        # the processors used (temperature, suppressed ids, top-k) do not read input_ids
         return self.logits_processor(
-            None, float32_head(head, hidden, self.compute_dtype is not None)
+            None,  # type: ignore[arg-type]
+            float32_head(head, hidden, self.compute_dtype is not None),
         )
 
     def _logits_processor(self, vocab: int) -> LogitsProcessorList:
@@ -324,7 +339,8 @@ class CausalLMCore:
         return self._values(self.hidden_state(obs))
 
 
-class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):
+# ActorCriticPolicy declares action_dist as any Distribution; a token policy's is categorical
+class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):  # type: ignore[misc]
     """A causal LM as an actor-critic policy for token environments.
 
     The observation is a ``Dict(input_ids, attention_mask)`` window, left-padded so
@@ -402,7 +418,9 @@ def sample_categorical(
 
 
 def check_token_spaces(
-    observation_space: spaces.Space, action_space: spaces.Space, user: str = "CausalLMPolicy"
+    observation_space: spaces.Space[Any],
+    action_space: spaces.Space[Any],
+    user: str = "CausalLMPolicy",
 ) -> None:
     """Refuse spaces that are not a token environment's (``user`` names who needs them)."""
     if not isinstance(action_space, spaces.Discrete):

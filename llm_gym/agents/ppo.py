@@ -13,7 +13,7 @@ per episode in updates). KL control is :mod:`llm_gym.agents.kl`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -75,9 +76,9 @@ def check_agent_options(
     ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}: {option} must be an int >= {low}, got {value!r}")
-    for option, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{name}: {option} must be in [0, 1], got {value!r}")
+    for option, rate in (("gamma", gamma), ("gae_lambda", gae_lambda)):
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"{name}: {option} must be in [0, 1], got {rate!r}")
     if not np.isfinite(reward_scale) or reward_scale <= 0:
         raise ValueError(f"{name}: reward_scale must be a finite number > 0, got {reward_scale!r}")
 
@@ -95,7 +96,16 @@ def token_vec_env(
     return vec_env
 
 
-class TokenCreditMixin:
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    # the mixin runs inside an SB3 on-policy algorithm (PPO, MaskablePPO): type it as one
+    _AlgorithmBase = OnPolicyAlgorithm
+else:
+    _AlgorithmBase = object
+
+
+class TokenCreditMixin(_AlgorithmBase):
     """What TokenPPO and TokenMaskablePPO add to their SB3 base: reference LM, KL, token credit."""
 
     policy: Any
@@ -124,7 +134,7 @@ class TokenCreditMixin:
         self.kl = make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
         self.reference_model = reference_model
         self.reward_scale = reward_scale
-        self.ref_lm: torch.nn.Module | None = None
+        self.ref_lm: PreTrainedModel | None = None
         self.reference: ReferenceKL | None = None
         #: per-token ``log pi - log pi_ref`` of the last rollout, ``(n_steps, n_envs)``
         self.last_kl: np.ndarray | None = None
@@ -132,7 +142,7 @@ class TokenCreditMixin:
         self.rollout_stats: dict[str, float] = {}
 
     def _setup_model(self) -> None:
-        super()._setup_model()  # type: ignore[misc]
+        super()._setup_model()
         self.ref_lm = self.reference = None
         if self.kl.active:
             if self.reference_model is None and not isinstance(self.policy, CausalLMCore):
@@ -143,7 +153,7 @@ class TokenCreditMixin:
             self.ref_lm, self.ref_decoder = self._reference_lm()
             self.reference = ReferenceKL(self.ref_lm, self.ref_decoder, self.reference_per_step)
 
-    def _reference_lm(self) -> tuple[torch.nn.Module, IncrementalDecoder]:
+    def _reference_lm(self) -> tuple[PreTrainedModel, IncrementalDecoder]:
         if isinstance(self.policy, CausalLMCore):  # its reference_device / reference_dtype
             ref_lm = self.policy.load_reference(self.reference_model)
         else:
@@ -191,7 +201,7 @@ class TokenCreditMixin:
             callback.update_locals(locals())
             if not callback.on_step():
                 return False
-            self._update_info_buffer(infos, dones)  # type: ignore[attr-defined]
+            self._update_info_buffer(infos, dones)
             rollout_buffer.add(
                 self._last_obs,
                 actions.reshape(-1, 1),
@@ -223,7 +233,9 @@ class TokenCreditMixin:
             values = torch.zeros(env.num_envs, 1, device=self.device)
         else:
             with torch.no_grad():
-                values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
+                # a token environment's observations are a dict of arrays
+                observations = cast(dict[str, np.ndarray], new_obs)
+                values = self.policy.predict_values(obs_as_tensor(observations, self.device))
         self.last_kl = None
         if self.reference is not None:
             self.last_kl = self.reference.rollout_kl(rollout_buffer, self.device)
@@ -277,7 +289,7 @@ class TokenCreditMixin:
     def _excluded_save_params(self) -> list[str]:
         # the reference model is rebuilt from its name by _setup_model
         return [
-            *super()._excluded_save_params(),  # type: ignore[misc]
+            *super()._excluded_save_params(),
             "ref_lm",
             "ref_decoder",
             "reference",
@@ -356,7 +368,7 @@ class TokenPPO(TokenCreditMixin, PPO):
     def __init__(
         self,
         policy: str | type[CausalLMPolicy],
-        env: gym.Env | VecEnv | str | None,
+        env: gym.Env | gym.vector.VectorEnv | VecEnv | str | None,
         learning_rate: float | Callable[[float], float] = 3e-5,
         n_steps: int = 32,
         batch_size: int = 64,
@@ -407,7 +419,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         )
         super().__init__(
             policy,
-            env,
+            env,  # type: ignore[arg-type]  # None when SB3's load() builds it, as SB3 does itself
             learning_rate=learning_rate,
             n_steps=n_steps,
             batch_size=batch_size,

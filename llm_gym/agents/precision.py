@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -23,7 +24,9 @@ from torch import nn
 __all__ = ["GradientScaler", "autocast", "float32_head"]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
     """``torch.autocast`` to ``dtype`` on ``device``'s type; no context for None or float32.
 
     Example:
@@ -54,12 +57,12 @@ class _ScaleGradient(torch.autograd.Function):
     """Identity forward; the backward multiplies the gradient by the scaler's factor."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, scaler: GradientScaler) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, tensor: torch.Tensor, scaler: GradientScaler) -> torch.Tensor:
         ctx.scale = scaler.scale
         return tensor.view_as(tensor)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad * ctx.scale, None
 
 
@@ -111,16 +114,20 @@ class GradientScaler:
 
     def scale_gradients(self, *tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The tensors, unchanged, with their gradients scaled on the way back."""
-        scaled = tuple(_ScaleGradient.apply(t, self) for t in tensors)
+        # torch leaves Function.apply unannotated
+        scaled = tuple(_ScaleGradient.apply(t, self) for t in tensors)  # type: ignore[no-untyped-call]
         return scaled[0] if len(scaled) == 1 else scaled
 
     def _unscale(self, parameter: torch.Tensor) -> None:
-        grad = parameter.grad
+        # a post-accumulate-grad hook runs once the gradient exists
+        grad = cast(torch.Tensor, parameter.grad)
         grad.div_(self.scale)
         finite = torch.isfinite(grad).all()
         self._finite = finite if self._finite is None else self._finite & finite
 
-    def _before_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    def _before_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         overflowed = self._finite is not None and not bool(self._finite)
         self._finite = None
         if overflowed:

@@ -13,7 +13,7 @@ episode ending in a step with one batched reward-model forward.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -153,4 +153,8 @@ def make_token_vec_env(
         )
     task = getattr(env.unwrapped, "task", None)
     shared = {"completion_task": task} if task is not None else {}
-    return DummyVecEnv([lambda: env] + [lambda: gym.make(env.spec, **shared)] * (n_envs - 1))
+    # the copies exist only when n_envs > 1, and then env has a spec (checked above)
+    return DummyVecEnv(
+        [lambda: env]
+        + [lambda: gym.make(cast(gym.envs.registration.EnvSpec, env.spec), **shared)] * (n_envs - 1)
+    )

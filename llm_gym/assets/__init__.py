@@ -24,8 +24,11 @@ __all__ = [
     "token_valence",
 ]
 
+#: the folder of the embedded world, inside the installed package
 ASSET_DIR = Path(__file__).resolve().parent
+#: the embedded word-level tokenizer (``AutoTokenizer.from_pretrained(TOKENIZER_DIR)``)
 TOKENIZER_DIR = ASSET_DIR / "tokenizer"
+#: the embedded 3-layer GPT-2 policy and reference LM
 LM_DIR = ASSET_DIR / "lm"
 #: bundled reward models: name -> folder
 REWARD_MODELS = {"default": "rm_default", "deep": "rm_deep"}

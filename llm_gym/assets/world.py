@@ -190,7 +190,9 @@ OPINION_TEMPLATES = [
     "i thought {aspect} was {adj} .",
 ]
 
+#: the words of the embedded world that carry sentiment
 SENTIMENT_WORDS = tuple(POSITIVE + NEGATIVE)
+#: the words of the embedded world without sentiment
 NEUTRAL_WORDS = tuple(
     sorted(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -60,7 +60,7 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         max_new_tokens: the horizon: an int, or a ``(min, max)`` range sampled
             uniformly per episode (as in the ABC paper).
         min_new_tokens: EOS before this many tokens does not end the episode
-            (default: the task preset's, else 0; the ``"default"`` task keeps all 32).
+            (default: the task preset's, else 0; the ``"default"`` task keeps all 64).
         eos_ends_episode: whether emitting EOS terminates the episode.
         truncate_prompts: keep the last ``max_prompt_tokens`` tokens of longer
             prompts instead of raising.
@@ -132,8 +132,9 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         }
         length = self.task.max_length
         vocab = self.task.vocab_size
-        self.action_space = spaces.Discrete(vocab)
-        self.observation_space = spaces.Dict(
+        # gymnasium types Discrete as a space of np.int64; the env takes any int token id
+        self.action_space = spaces.Discrete(vocab)  # type: ignore[assignment]
+        self.observation_space = spaces.Dict(  # type: ignore[assignment]
             {
                 "input_ids": spaces.Box(0, vocab - 1, shape=(length,), dtype=np.int64),
                 "attention_mask": spaces.Box(0, 1, shape=(length,), dtype=np.int64),
@@ -244,7 +245,7 @@ class LLMCompletionEnv(gym.Env[dict[str, np.ndarray], int]):
         self.append(token)
         score = float(scores[0])
         info = self.episode_info(score, None if attention is None else attention[0])
-        return self._observation(), score, True, False, info
+        return self._observation(), score, True, False, cast(dict[str, Any], info)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -367,9 +368,12 @@ def score_completions(
     if not requests:
         return reward_model(batch).scores, None
     outputs = [reward_model(batch, request) for request in requests]
+    # RewardModel.__call__ refuses an output without the attention that was asked for
     attention = [
         {
-            request.key: np.asarray(output.attention[i], dtype=np.float64).tolist()
+            request.key: np.asarray(
+                cast(list[np.ndarray], output.attention)[i], dtype=np.float64
+            ).tolist()
             for request, output in zip(requests, outputs, strict=True)
         }
         for i in range(len(batch))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -213,10 +213,11 @@ class LLMCompletionVectorEnv(VectorEnv):
             warn_unscored(f"LLMCompletionVectorEnv(max_episode_steps={self.time_limit})")
         return self._observations(), rewards, terminated, truncated, infos
 
-    def render(self) -> tuple[str | None, ...] | None:
+    def render(self) -> tuple[str, ...] | None:
         if self.render_mode is None:
             return None
-        return tuple(env.render() for env in self.envs)
+        # the sub-environments share this render mode ("ansi"), so each returns its text
+        return tuple(cast(str, env.render()) for env in self.envs)
 
     def _autoreset_options(self) -> dict[str, Any]:
         return {ATTENTION_OPTION: self._attention_requests} if self._attention_requests else {}

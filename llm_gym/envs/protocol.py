@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, Final, TypedDict
 
 from llm_gym.rewards import AttentionRequest
 
@@ -89,19 +89,28 @@ __all__ = [
     "with_attention_request",
 ]
 
-TOKEN_REWARDS = "token_rewards"
-PROMPT_IDS = "prompt_ids"
-COMPLETION_IDS = "completion_ids"
-SCORE = "score"
-TEXT = "text"
-RM_ATTENTION = "rm_attention"
-CREDIT_MAP = "credit_map"
-GROUP = "group"
-GROUP_EPISODE = "group_episode"
+#: info key: one float per completion token (the per-token rewards)
+TOKEN_REWARDS: Final = "token_rewards"
+#: info key: the episode's prompt token ids
+PROMPT_IDS: Final = "prompt_ids"
+#: info key: the episode's completion token ids
+COMPLETION_IDS: Final = "completion_ids"
+#: info key: the reward model's score R of the finished completion
+SCORE: Final = "score"
+#: info key: the decoded completion
+TEXT: Final = "text"
+#: info key: the reward model's attention over the completion, per request
+RM_ATTENTION: Final = "rm_attention"
+#: info key: the per-token weights a redistribution wrapper spread the score with
+CREDIT_MAP: Final = "credit_map"
+#: info key: the prompt group of a completion in a grouped vector environment
+GROUP: Final = "group"
+#: info key: which of its group's episodes a completion belongs to
+GROUP_EPISODE: Final = "group_episode"
 #: reset option: the attention requests for the episode being started
-ATTENTION_OPTION = "rm_attention"
+ATTENTION_OPTION: Final = "rm_attention"
 #: metadata flag: the environment answers attention requests
-ATTENTION_METADATA = "rm_attention"
+ATTENTION_METADATA: Final = "rm_attention"
 
 
 class EpisodeInfo(TypedDict, total=False):

@@ -117,6 +117,7 @@ def check_int(name: str, value: Any, low: int) -> int:
 
 
 def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool; anything but a bool (or numpy bool) is an error naming ``name``."""
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return bool(value)
@@ -144,9 +145,7 @@ def check_new_tokens(max_new_tokens: Any) -> tuple[int, int]:
     return new_tokens
 
 
-def _resolve_lengths(
-    max_new_tokens: int | tuple[int, int], min_new_tokens: int
-) -> tuple[tuple[int, int], int]:
+def _resolve_lengths(max_new_tokens: Any, min_new_tokens: int) -> tuple[tuple[int, int], int]:
     new_tokens = check_new_tokens(max_new_tokens)
     if not _is_int(min_new_tokens) or not 0 <= min_new_tokens <= new_tokens[0]:
         raise ValueError(
@@ -240,8 +239,8 @@ def _tokenize_prompts(
 def make_task(
     task: str | None = "default",
     *,
-    prompts: str | Sequence[str] | None = None,
-    tokenizer: str | Any | None = None,
+    prompts: str | os.PathLike[str] | Sequence[str] | None = None,
+    tokenizer: Any = None,
     reward_model: str | RewardModel | Callable[[str], float] | None = None,
     reward_model_kwargs: dict[str, Any] | None = None,
     max_prompt_tokens: int | None = None,
@@ -296,6 +295,7 @@ def make_task(
     resolve_device(device)
 
     tokenizer = _resolve_tokenizer(tokenizer, trust_remote_code)
+    assert prompts is not None  # checked above, with the other required options
     prompt_ids, prompt_texts = _tokenize_prompts(
         prompts, tokenizer, max_prompt_tokens, truncate_prompts
     )

@@ -13,7 +13,7 @@ enumerate its tree exactly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -108,7 +108,8 @@ class TokenTreeEnv(gym.Env[Any, int]):
             ATTENTION_METADATA: bool(self.reward_model.supports_attention),
         }
         self._attention_requests: tuple[AttentionRequest, ...] = ()
-        self.action_space = spaces.Discrete(self.n_tokens)
+        # gymnasium types Discrete as a space of np.int64; the env takes any int token id
+        self.action_space = spaces.Discrete(self.n_tokens)  # type: ignore[assignment]
         vocab = len(self.tokenizer)
         if observation == "ids":
             length = max(len(p) for p in self.prompts) + self.horizon
@@ -178,7 +179,7 @@ class TokenTreeEnv(gym.Env[Any, int]):
         scores, attention = score_completions(self.reward_model, batch, self._attention_requests)
         score = float(scores[0])
         info = self._episode_info(score, None if attention is None else attention[0])
-        return self._observation(), score, True, False, info
+        return self._observation(), score, True, False, cast(dict[str, Any], info)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -203,13 +204,14 @@ class TokenTreeEnv(gym.Env[Any, int]):
 
     def _observation(self) -> Any:
         if self.observation == "onehot":
-            obs = np.zeros(self.observation_space.shape, dtype=np.float32)
+            obs = np.zeros(cast(tuple[int], self.observation_space.shape), dtype=np.float32)
             if self._prompt_block:
                 obs[self._prompt_index] = 1.0
             for t, token in enumerate(self._completion):
                 obs[self._prompt_block + t * self.n_tokens + token] = 1.0
             return obs
-        length = self.observation_space["input_ids"].shape[0]
+        ids_space = cast(spaces.Dict, self.observation_space)["input_ids"]
+        length = cast(spaces.Box, ids_space).shape[0]
         ids = self.prompt_ids.tolist() + self._completion
         input_ids = np.full(length, self.tokenizer.pad_token_id, dtype=np.int64)
         mask = np.zeros(length, dtype=np.int64)

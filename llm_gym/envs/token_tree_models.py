@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from llm_gym.rewards import AttentionRequest, CompletionBatch, HFRewardModel, RewardModel
 from llm_gym.rewards.base import RewardOutput
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 __all__ = ["SequenceRewardModel", "TokenTreeTokenizer", "tiny_causal_lm", "tiny_reward_model"]
 
@@ -85,7 +89,9 @@ class SequenceRewardModel(RewardModel):
         return f"SequenceRewardModel({self.fn!r})"
 
 
-def _gpt2_config(n_tokens: int, horizon: int, n_layer: int, n_embd: int, **extra: object):
+def _gpt2_config(
+    n_tokens: int, horizon: int, n_layer: int, n_embd: int, **extra: Any
+) -> GPT2Config:
     # initializer_range 0.3 (GPT-2: 0.02): at the stock scale a random tiny model
     # attends almost uniformly, which would make ABC indistinguishable from uniform credit
     from transformers import GPT2Config
@@ -140,7 +146,9 @@ def tiny_reward_model(
     )
 
 
-def _fit(model: torch.nn.Module, n_tokens: int, horizon: int, target: SequenceFunction, steps: int):
+def _fit(
+    model: PreTrainedModel, n_tokens: int, horizon: int, target: SequenceFunction, steps: int
+) -> None:
     leaves = np.array(list(itertools.product(range(n_tokens), repeat=horizon)), dtype=np.int64)
     if len(leaves) > 100_000:
         raise ValueError(
@@ -160,7 +168,9 @@ def _fit(model: torch.nn.Module, n_tokens: int, horizon: int, target: SequenceFu
     model.eval()
 
 
-def tiny_causal_lm(n_tokens: int, horizon: int, seed: int = 0, n_layer: int = 1, n_embd: int = 32):
+def tiny_causal_lm(
+    n_tokens: int, horizon: int, seed: int = 0, n_layer: int = 1, n_embd: int = 32
+) -> GPT2LMHeadModel:
     """A random GPT-2 causal LM over the token tree's vocabulary (for ABC-D).
 
     Example:

@@ -1,0 +1,1 @@
+"""``llm-gym compare``: the method registry, presets, runs, backends, report and statistics."""

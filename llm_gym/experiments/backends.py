@@ -18,7 +18,7 @@ import os
 import traceback
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +84,7 @@ class Backend(ABC):
         preset: Any,
         out: Path,
         run_kwargs: dict[str, Any],
-    ) -> Iterator[RunResult]:
+    ) -> Generator[RunResult, None, None]:
         """Train ``runs`` with ``run``; yield their results in the order they finish.
 
         Closing the iterator early (an interrupt) stops the runs still training.
@@ -103,7 +103,14 @@ class SequentialBackend(Backend):
         [[{'method': 'abc', 'seed': 0}]]
     """
 
-    def results(self, run, runs, preset, out, run_kwargs):
+    def results(
+        self,
+        run: RunFunction,
+        runs: Sequence[tuple[str, int]],
+        preset: Any,
+        out: Path,
+        run_kwargs: dict[str, Any],
+    ) -> Generator[RunResult, None, None]:
         for method, seed in runs:
             yield RunResult(method, seed, run(method, seed, preset, out, **run_kwargs))
 
@@ -121,7 +128,14 @@ class ProcessPoolBackend(Backend):
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
 
-    def results(self, run, runs, preset, out, run_kwargs):
+    def results(
+        self,
+        run: RunFunction,
+        runs: Sequence[tuple[str, int]],
+        preset: Any,
+        out: Path,
+        run_kwargs: dict[str, Any],
+    ) -> Generator[RunResult, None, None]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -213,7 +227,14 @@ class RayBackend(Backend):
 
         return connected()
 
-    def results(self, run, runs, preset, out, run_kwargs):
+    def results(
+        self,
+        run: RunFunction,
+        runs: Sequence[tuple[str, int]],
+        preset: Any,
+        out: Path,
+        run_kwargs: dict[str, Any],
+    ) -> Generator[RunResult, None, None]:
         from llm_gym.rewards.ray import offered, require_ray
 
         ray = require_ray()

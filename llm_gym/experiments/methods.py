@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -99,7 +99,12 @@ class Method:
 
     def wrap(self, env: gym.Env, preset: ComparePreset) -> gym.Env:
         """``env`` wrapped for this method under ``preset``'s settings."""
-        wrapper = load_env_creator(self.wrapper) if isinstance(self.wrapper, str) else self.wrapper
+        # an entry point names a wrapper, which gymnasium types as an env creator
+        wrapper = (
+            cast(Callable[..., gym.Env], load_env_creator(self.wrapper))
+            if isinstance(self.wrapper, str)
+            else self.wrapper
+        )
         return wrapper(env, **self.kwargs(preset))
 
     def wrap_vector(
@@ -113,7 +118,7 @@ class Method:
             )
         wrapper = self.vector_wrapper
         if isinstance(wrapper, str):
-            wrapper = load_env_creator(wrapper)
+            wrapper = cast(Callable[..., gym.vector.VectorEnv], load_env_creator(wrapper))
         return wrapper(envs, **self.kwargs(preset))
 
 
@@ -262,7 +267,7 @@ def abc_layers_of(method: str, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def relevance_of(prompt_ids: np.ndarray, completion_ids: np.ndarray) -> np.ndarray:
-    """The embedded world's oracle: each completion token's |lexicon valence|."""
+    """The embedded world's oracle: each completion token's ``|lexicon valence|``."""
     return assets.token_relevance(completion_ids)
 
 
@@ -353,7 +358,7 @@ def _leave_one_out_credit(preset: ComparePreset) -> tuple[str, Any]:
     from llm_gym.rewards.leave_one_out import LeaveOneOut
 
     env = gym.make("LLMCompletion-v0", **env_options(preset))
-    reward_model = env.unwrapped.task.reward_model
+    reward_model = cast(Any, env.unwrapped).task.reward_model  # LLMCompletionEnv's task
     env.close()
     return "loo (leave-one-out magnitudes)", _magnitudes(LeaveOneOut(reward_model))
 

@@ -92,10 +92,10 @@ class ComparePreset:
             check_int(name, getattr(self, name), low)
         if self.n_steps is not None:
             check_int("n_steps", self.n_steps, 1)
-        for name, low, high in (("beta", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
+        for name, bottom, top in (("beta", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+            if not isinstance(value, (int, float)) or not bottom <= value <= top:
+                raise ValueError(f"{name} must be a number in [{bottom:g}, {top:g}], got {value!r}")
         if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not isinstance(self.kl_coef, (int, float)) or self.kl_coef < 0:
@@ -117,6 +117,7 @@ class ComparePreset:
         return self.tokenizer is None
 
 
+#: the named presets of ``llm-gym compare --preset``
 PRESETS: dict[str, ComparePreset] = {
     # the embedded world's credit-limited task: 64-token completions, rare decisive words
     "default": ComparePreset(),

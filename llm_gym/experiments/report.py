@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def credit_fidelity_table(
     prompts = [np.asarray(info["prompt_ids"], dtype=np.int64) for info in infos]
     completions = [np.asarray(info["completion_ids"], dtype=np.int64) for info in infos]
     env = gym.make("LLMCompletion-v0", **options)
-    task = env.unwrapped.task
+    task = cast(Any, env.unwrapped).task  # LLMCompletionEnv's task
     batch = CompletionBatch(prompts, completions, task.tokenizer)
     rm = task.reward_model if isinstance(task.reward_model, HFRewardModel) else None
     relevance = [assets.token_relevance(c) for c in completions]
@@ -236,7 +236,9 @@ def write_report(
         f"Preset: `{json.dumps(asdict(preset), default=str)}`",
     ]
     if minutes is not None:
-        parts.append(f"Wall time: {minutes:.1f} min.")
+        parts.append(
+            f"Wall time of the call that wrote this (resumed runs not counted): {minutes:.1f} min."
+        )
     parts += [
         "",
         f"Threshold: 90% of the sparse method's best seed-mean score (moving average of {smoothing}) "

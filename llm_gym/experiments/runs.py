@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from contextlib import closing, nullcontext
 from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
@@ -59,6 +59,11 @@ def make_method_env(method: str, preset: ComparePreset) -> gym.Env:
     spec = registry.lookup(method)
     check_methods([method], preset)  # what the method needs from the preset
     return spec.wrap(gym.make("LLMCompletion-v0", **env_options(preset)), preset)
+
+
+def _task(env: gym.Env | gym.vector.VectorEnv) -> Any:
+    """The :class:`~llm_gym.envs.CompletionTask` of an LLMCompletion-v0 env under its wrappers."""
+    return cast(Any, env.unwrapped).task
 
 
 def _policy_kwargs(preset: ComparePreset, task: Any) -> dict[str, Any] | None:
@@ -101,7 +106,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
     torch.manual_seed(seed)
     if preset.agent != "ppo":
         envs = make_method_vector_env(method, preset)
-        n_steps = preset.n_steps or int(envs.unwrapped.task.new_tokens[1])
+        n_steps = preset.n_steps or int(_task(envs).new_tokens[1])
         agent = {"rloo": TokenRLOO, "grpo": TokenGRPO}[preset.agent]
         return agent(
             "CausalLMPolicy",
@@ -114,13 +119,13 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
             kl_target=preset.kl_target,
             kl_horizon=preset.kl_horizon,
             kl_controller=preset.kl_controller,
-            policy_kwargs=_policy_kwargs(preset, envs.unwrapped.task),
+            policy_kwargs=_policy_kwargs(preset, _task(envs)),
             seed=seed,
             device=device,
             **registry.lookup(method).agent_kwargs,
         )
     env = make_method_env(method, preset)
-    n_steps = preset.n_steps or int(env.unwrapped.task.new_tokens[1])
+    n_steps = preset.n_steps or int(_task(env).new_tokens[1])
     return TokenPPO(
         "CausalLMPolicy",
         env,
@@ -134,7 +139,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
         kl_target=preset.kl_target,
         kl_horizon=preset.kl_horizon,
         kl_controller=preset.kl_controller,
-        policy_kwargs=_policy_kwargs(preset, env.unwrapped.task),
+        policy_kwargs=_policy_kwargs(preset, _task(env)),
         seed=seed,
         device=device,
     )

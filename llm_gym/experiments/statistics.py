@@ -478,7 +478,7 @@ def plot_intervals(
     ratio_label = "updates-to-threshold ratio" + (
         " (geometric mean)" if estimates and len(estimates[0].ratios) > 1 else ""
     )
-    panels = [
+    panels: list[tuple[str, Callable[[MethodIntervals], Interval | None]]] = [
         ("IQM (normalised mean score)", lambda e: e.iqm),
         ("mean (normalised mean score)", lambda e: e.mean),
         ("IQM (normalised final score)", lambda e: e.final_iqm),

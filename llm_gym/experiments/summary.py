@@ -186,6 +186,9 @@ def _fmt(value: float | int | None, spec: str = ".2f") -> str:
 
 
 def markdown_table(summaries: Iterable[MethodSummary], baseline: str = "sparse") -> str:
+    """The summary table as markdown: per method its seeds, final, best and mean score, updates
+    to the threshold (seed-mean curve and per-seed median), seeds reaching it, and the paired
+    difference in mean score against ``baseline``."""
     rows = [
         f"| method | seeds | final | best | mean over run | updates to threshold (ratio to {baseline}) "
         f"| per-seed median updates (median ratio) | seeds reaching | paired mean diff vs {baseline} |",

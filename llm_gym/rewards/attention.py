@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ from torch import nn
 from llm_gym.rewards.base import AttentionRequest, CompletionBatch, RewardOutput
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from llm_gym.rewards.hf import EncodedBatch, HFRewardModel
 
 __all__ = [
@@ -56,10 +58,10 @@ _FAMILIES = {
     "qwen2": "rope",
 }
 _warned: set[str] = set()
-_modules_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_modules_cache: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
 
 
-def supported_family(model: nn.Module) -> str | None:
+def supported_family(model: PreTrainedModel) -> str | None:
     """Read-out family: ``"gpt2"``, ``"bert"``, ``"distilbert"``, ``"rope"``, or None."""
     config = model.config
     family = _FAMILIES.get(config.model_type)
@@ -70,13 +72,13 @@ def supported_family(model: nn.Module) -> str | None:
     return family
 
 
-def _attention_modules(model: nn.Module, family: str) -> list[nn.Module]:
+def _attention_modules(model: nn.Module, family: str) -> list[Any]:
     if model not in _modules_cache:
         _modules_cache[model] = _find_attention_modules(model, family)
     return _modules_cache[model]
 
 
-def _find_attention_modules(model: nn.Module, family: str) -> list[nn.Module]:
+def _find_attention_modules(model: nn.Module, family: str) -> list[Any]:
     def is_attention(m: nn.Module) -> bool:
         if family == "gpt2":
             return hasattr(m, "c_attn") and not getattr(m, "is_cross_attention", False)
@@ -113,9 +115,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class _RowReader:
     """Hooks one attention module and stores its scoring-row probabilities (B, H, T)."""
 
+    # ``module`` is an attention module of one of the families, whose projections and
+    # head counts have per-family names (c_attn, query, q_lin, q_proj): typed Any
     def __init__(
-        self, module: nn.Module, family: str, query_index: torch.Tensor, allowed: torch.Tensor
-    ):
+        self, module: Any, family: str, query_index: torch.Tensor, allowed: torch.Tensor
+    ) -> None:
         self.module, self.family = module, family
         self.query_index, self.allowed = query_index, allowed
         self.rows: torch.Tensor | None = None
@@ -149,35 +153,40 @@ class _RowReader:
         index = self.query_index[:, None, None].expand(-1, 1, q.shape[-1])
         return q.gather(1, index).squeeze(1)
 
-    def _on_attention_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _on_attention_inputs(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         embeddings = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
         if embeddings is None:
             raise RuntimeError(f"{type(module).__name__} was called without position_embeddings")
         self._rope = embeddings
 
-    def _on_query(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _on_query(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         self._query = self._query_row(output)  # (B, H * D)
 
-    def _on_fused_qkv(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _on_fused_qkv(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         q, k, _ = output.split(self.module.split_size, dim=2)
         self._store(self._query_row(q), k, self.module.num_heads, self.module.num_heads)
 
-    def _on_keys(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _on_keys(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         m = self.module
+        # the query projection runs before the key projection, so its hook has set the row
+        query = cast(torch.Tensor, self._query)
         if self.family == "bert":
-            self._store(self._query, output, m.num_attention_heads, m.num_attention_heads)
+            self._store(query, output, m.num_attention_heads, m.num_attention_heads)
         elif self.family == "distilbert":
-            self._store(self._query, output, m.n_heads, m.n_heads)
+            self._store(query, output, m.n_heads, m.n_heads)
         else:
             config = m.config
-            self._store(self._query, output, config.num_attention_heads, config.num_key_value_heads)
+            self._store(query, output, config.num_attention_heads, config.num_key_value_heads)
 
     def _store(self, query: torch.Tensor, keys: torch.Tensor, n_heads: int, n_kv: int) -> None:
         b = query.shape[0]
         q = query.view(b, n_heads, -1)
         k = _heads(keys, n_kv)
         if self.family == "rope":
-            cos, sin = self._rope
+            # the attention module's pre-hook, which runs before its projections, set them
+            cos, sin = cast(tuple[torch.Tensor, torch.Tensor], self._rope)
             rows = torch.arange(b, device=q.device)
             cos_q, sin_q = (
                 cos[rows, self.query_index][:, None],
@@ -211,7 +220,7 @@ def _resolve_layers(layers: tuple[int, ...], n_layers: int) -> list[int]:
 
 
 def eager_forward(
-    model: nn.Module, inputs: dict[str, Any], forward: Callable[..., Any] | None = None
+    model: PreTrainedModel, inputs: dict[str, Any], forward: Callable[..., Any] | None = None
 ) -> Any:
     """``forward(**inputs, output_attentions=True)`` with ``model`` in eager attention.
 
@@ -231,7 +240,9 @@ def _combine_heads(rows: torch.Tensor, heads: str) -> torch.Tensor:
     return rows.mean(dim=1) if heads == "mean" else rows.amax(dim=1)
 
 
-def _rollout_rows(attentions: tuple[torch.Tensor, ...], score_index: torch.Tensor, heads: str):
+def _rollout_rows(
+    attentions: tuple[torch.Tensor, ...], score_index: torch.Tensor, heads: str
+) -> torch.Tensor:
     """Rollout (Abnar & Zuidema 2020) row of the scoring position: e_s A~_L ... A~_1.
 
     A~_l = 0.5 * A_l + 0.5 * I with rows renormalised, A_l heads combined.
@@ -278,7 +289,10 @@ def _hooked_rows(
     finally:
         for reader in readers:
             reader.remove()
-    per_layer = [_combine_heads(reader.rows, request.heads) for reader in readers]
+    # the forward ran every hooked layer, so each reader holds its rows
+    per_layer = [
+        _combine_heads(cast(torch.Tensor, reader.rows), request.heads) for reader in readers
+    ]
     return logits, torch.stack(per_layer).mean(0)
 
 

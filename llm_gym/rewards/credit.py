@@ -7,7 +7,7 @@ same completions before spending compute on training.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -19,7 +19,9 @@ __all__ = ["CreditMap", "credit_fidelity", "credit_weights", "default_credit_map
 
 #: a credit map: RM attention (an AttentionRequest), ABC-D (a GeneratorAttention),
 #: ``"uniform"``, or a function ``batch -> list of per-completion weights``
-CreditMap = AttentionRequest | GeneratorAttention | str | Callable[[CompletionBatch], list]
+CreditMap = (
+    AttentionRequest | GeneratorAttention | str | Callable[[CompletionBatch], list[np.ndarray]]
+)
 
 
 def default_credit_maps(n_layers: int | None = None) -> dict[str, CreditMap]:
@@ -43,7 +45,8 @@ def credit_weights(
     if isinstance(credit, AttentionRequest):
         if reward_model is None:
             raise ValueError("an AttentionRequest credit map needs reward_model=...")
-        return list(reward_model(batch, credit).attention)
+        # RewardModel.__call__ refuses an output without the attention that was asked for
+        return list(cast(list[np.ndarray], reward_model(batch, credit).attention))
     if isinstance(credit, GeneratorAttention):
         pairs = zip(batch.prompt_ids, batch.completion_ids, strict=True)
         return [credit.weights(prompt, completion) for prompt, completion in pairs]

@@ -136,7 +136,7 @@ class HFRewardModel(RewardModel):
                 tokenizer = load_tokenizer(self.name, trust_remote_code=trust_remote_code)
             except OSError:
                 tokenizer = None
-        self.tokenizer = tokenizer
+        self.tokenizer: Any = tokenizer
         self.pooling = self._resolve_pooling(pooling)
         if self.pooling == "last":
             self._check_decoder_head()
@@ -367,7 +367,7 @@ class HFRewardModel(RewardModel):
             logits[rows, column], out.attentions, getattr(out, self._cache_arg, None)
         )
 
-    def model_inputs(self, encoded: EncodedBatch) -> dict[str, torch.Tensor]:
+    def model_inputs(self, encoded: EncodedBatch) -> dict[str, Any]:
         """The keyword arguments of the Hugging Face model's forward for ``encoded``."""
         inputs = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
         if encoded.position_ids is not None:

@@ -102,6 +102,7 @@ class HostToDevice:
         if not self._pinned:
             return torch.as_tensor(array, device=self.device)
         host = torch.as_tensor(array)
+        done: Any  # a CUDA event, recorded after each copy out of the buffer
         buffer, done = self._buffers.get(key, (None, None))
         if buffer is None or buffer.dtype != host.dtype or buffer.numel() < host.numel():
             buffer = torch.empty(max(host.numel(), 1) * 2, dtype=host.dtype, pin_memory=True)

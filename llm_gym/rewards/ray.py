@@ -97,7 +97,7 @@ class _Call:
     tokenizer: Any
     prompt_ids: list[np.ndarray]
     completion_ids: list[np.ndarray]
-    future: asyncio.Future
+    future: asyncio.Future[Any]
 
 
 class RewardModelServer:
@@ -115,7 +115,7 @@ class RewardModelServer:
         self.merge_calls, self.max_batch = merge_calls, max_batch
         self._tokenizers: OrderedDict[str, Any] = OrderedDict()  # env tokenizers, newest last
         self._waiting: list[_Call] = []
-        self._drainer: asyncio.Task | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self._executor: Any = None
         self.forwards = 0
 
@@ -164,6 +164,7 @@ class RewardModelServer:
         while self._waiting:
             calls, self._waiting = self._waiting, []
             for group in self._groups(calls):
+                results: list[Any]  # per call, its scores and rows or the exception raised
                 try:
                     results = await loop.run_in_executor(self._executor, self._forward, group)
                 except Exception as err:
@@ -186,7 +187,7 @@ class RewardModelServer:
         if not self.merge_calls:
             return [[call] for call in calls]
         groups: list[list[_Call]] = []
-        by_kind: dict[tuple, list[list[_Call]]] = {}
+        by_kind: dict[tuple[Any, ...], list[list[_Call]]] = {}
         for call in calls:
             open_groups = by_kind.setdefault(call.group, [])
             size = len(call.prompt_ids)
@@ -308,9 +309,9 @@ class RayRewardModel(RewardModel):
         for label, value, low in (("num_actors", num_actors, 1), ("max_batch", max_batch, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{label} must be an int >= {low}, got {value!r}")
-        for label, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"{label} must be a number >= 0, got {value!r}")
+        for label, amount in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+            if amount is not None and (not isinstance(amount, (int, float)) or amount < 0):
+                raise ValueError(f"{label} must be a number >= 0, got {amount!r}")
         ray = require_ray()
         connect(address)
         if num_gpus is None:
@@ -349,7 +350,7 @@ class RayRewardModel(RewardModel):
             "max_concurrency": 1000,
         }
         threads = max(1, int(num_cpus))
-        self._actors = [
+        self._actors: list[Any] | None = [
             server.options(name=n, **placement).remote(
                 self.name, options, threads, self.merge_calls, max_batch
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -138,4 +138,6 @@ class AttentionCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
             )
         prompt, completion = episode_ids(info, "AttentionCredit")
         batch = CompletionBatch([prompt], [completion], self._tokenizer)
-        return np.asarray(self._reward_model(batch, self.request).attention[0], dtype=np.float64)
+        # RewardModel.__call__ refuses an output without the attention that was asked for
+        attention = cast(list[np.ndarray], self._reward_model(batch, self.request).attention)
+        return np.asarray(attention[0], dtype=np.float64)

@@ -8,7 +8,7 @@ Holds :class:`CreditWrapper`, :func:`redistribute`, :class:`ScoreBaseline`,
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -72,6 +72,7 @@ def check_credit_weights(weights: Any, n_tokens: int, source: str) -> np.ndarray
 
 
 def check_beta(beta: float) -> float:
+    """``beta`` as a float, checked to lie in [0, 1]."""
     beta = float(beta)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1] (0: sparse, 1: fully dense), got {beta}")
@@ -139,7 +140,7 @@ class ScoreBaseline:
         self.running = baseline == "running_mean"
         if isinstance(baseline, str) and not self.running:
             raise ValueError(f"baseline must be None, a number or 'running_mean', got {baseline!r}")
-        value = 0.0 if baseline is None or self.running else float(baseline)  # type: ignore[arg-type]
+        value = 0.0 if baseline is None or self.running else float(baseline)
         if not math.isfinite(value):
             raise ValueError(f"baseline must be finite, got {baseline!r}")
         self.value = value
@@ -214,7 +215,7 @@ class CreditWrapper(gym.Wrapper):
         self._episode_return, self._steps = 0.0, 0
         return self.env.reset(**kwargs)
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._episode_return += float(reward)
         self._steps += 1

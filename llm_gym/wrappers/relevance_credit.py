@@ -68,7 +68,7 @@ class RelevanceCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
 def relevance_weights(
     relevance: Callable[[np.ndarray, np.ndarray], np.ndarray], wrapper: str
 ) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
-    """``(prompt, completion, n_tokens) -> weights``: |relevance| normalised to sum to 1.
+    """``(prompt, completion, n_tokens) -> weights``: ``|relevance|`` normalised to sum to 1.
 
     A completion with no relevant token keeps its score on its last token.
     """

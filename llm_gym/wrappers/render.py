@@ -24,13 +24,13 @@ def token_strings(token_ids: Sequence[int], tokenizer: Any = None) -> list[str]:
     return [tokenizer.decode([int(t)]) for t in token_ids]
 
 
-def _strengths(token_rewards: Sequence[float]) -> np.ndarray:
+def _strengths(token_rewards: Sequence[float] | np.ndarray) -> np.ndarray:
     rewards = np.asarray(token_rewards, dtype=np.float64)
     scale = np.abs(rewards).max() if rewards.size else 0.0
     return rewards / scale if scale > 0 else np.zeros_like(rewards)
 
 
-def _check(tokens: Sequence[str], token_rewards: Sequence[float]) -> None:
+def _check(tokens: Sequence[str], token_rewards: Sequence[float] | np.ndarray) -> None:
     if len(tokens) != len(token_rewards):
         raise ValueError(f"got {len(tokens)} tokens but {len(token_rewards)} token rewards")
 
@@ -40,7 +40,7 @@ def _rgb(strength: float) -> tuple[int, int, int]:
     return (fade, 255, fade) if strength >= 0 else (255, fade, fade)
 
 
-def credit_html(tokens: Sequence[str], token_rewards: Sequence[float]) -> str:
+def credit_html(tokens: Sequence[str], token_rewards: Sequence[float] | np.ndarray) -> str:
     """An HTML ``<div>`` with one ``<span>`` per token, background by reward, value on hover.
 
     Example:
@@ -59,7 +59,7 @@ def credit_html(tokens: Sequence[str], token_rewards: Sequence[float]) -> str:
     return '<div style="font-family:monospace;line-height:1.8">' + "".join(spans) + "</div>"
 
 
-def credit_ansi(tokens: Sequence[str], token_rewards: Sequence[float]) -> str:
+def credit_ansi(tokens: Sequence[str], token_rewards: Sequence[float] | np.ndarray) -> str:
     """Tokens with 24-bit ANSI background colours, for terminals (the ``"ansi"`` render).
 
     Example:
@@ -75,7 +75,10 @@ def credit_ansi(tokens: Sequence[str], token_rewards: Sequence[float]) -> str:
 
 
 def credit_png(
-    tokens: Sequence[str], token_rewards: Sequence[float], path: str | Path, per_row: int = 12
+    tokens: Sequence[str],
+    token_rewards: Sequence[float] | np.ndarray,
+    path: str | Path,
+    per_row: int = 12,
 ) -> Path:
     """Save the completion as a PNG (matplotlib), one coloured box per token; returns the path.
 
@@ -90,6 +93,7 @@ def credit_png(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     _check(tokens, token_rewards)
     rows = max(1, -(-len(tokens) // per_row))
@@ -102,7 +106,7 @@ def credit_png(
     ):
         x, y = i % per_row, i // per_row
         color = tuple(c / 255 for c in _rgb(strength))
-        ax.add_patch(plt.Rectangle((x + 0.03, y + 0.05), 0.94, 0.9, color=color))
+        ax.add_patch(Rectangle((x + 0.03, y + 0.05), 0.94, 0.9, color=color))
         ax.text(
             x + 0.5, y + 0.4, token.strip() or repr(token), ha="center", va="center", fontsize=8
         )

@@ -26,7 +26,7 @@ token, :class:`~llm_gym.rewards.leave_one_out.LeaveOneOut`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -39,7 +39,7 @@ from llm_gym.wrappers.credit import check_beta, env_tokenizer, episode_ids
 __all__ = ["LeaveOneOutCredit", "SignedCredit", "signed_redistribute"]
 
 #: ``batch -> per completion, one signed contribution per token`` (score units)
-Contributions = Callable[[CompletionBatch], list]
+Contributions = Callable[[CompletionBatch], list[np.ndarray]]
 
 
 def signed_redistribute(
@@ -132,7 +132,7 @@ class SignedCredit(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._episode_return, self._steps = 0.0, 0
         return self.env.reset(**kwargs)
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._episode_return += float(reward)
         self._steps += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 
@@ -32,5 +34,5 @@ class SparseReward(CreditWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self)
         CreditWrapper.__init__(self, env)
 
-    def credit_weights(self, info: dict, n_tokens: int) -> np.ndarray:
+    def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         return np.zeros(n_tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 
@@ -44,5 +46,5 @@ class UniformCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
         )
         CreditWrapper.__init__(self, env, baseline, baseline_rate)
 
-    def credit_weights(self, info: dict, n_tokens: int) -> np.ndarray:
+    def credit_weights(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         return np.full(n_tokens, 1.0 / n_tokens)

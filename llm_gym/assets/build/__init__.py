@@ -4,9 +4,9 @@ Offline tooling, not imported by the environments: run ``llm-gym build-assets``
 (or ``python -m llm_gym.assets.build``). The build is deterministic for a seed:
 the corpus, tokenizer, prompts and relevance table are identical bit for bit;
 model weights are identical bit for bit on the same torch version and thread
-count (the build fixes 1 thread), and otherwise agree to float tolerance. It
-takes about 5-10 minutes on 2 CPU cores, and fails when the default reward
-model's last-layer attention is not faithful (see :data:`FIDELITY_BAR`).
+count (the build fixes 1 thread), and otherwise agree to float tolerance. The
+last build took 24.2 minutes on a shared 2-core machine (MODEL_CARD.md), and it
+fails when the default reward model's last-layer attention is not faithful (see :data:`FIDELITY_BAR`).
 
 Its steps, one module each:
 

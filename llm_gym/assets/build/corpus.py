@@ -28,6 +28,7 @@ __all__ = [
     "windows",
 ]
 
+#: the special tokens of the embedded tokenizer, in id order
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 #: reward models are trained to score 4 x VADER's compound (range about +-4), neutral text at 0
 SCORE_SCALE = 4.0
@@ -78,7 +79,8 @@ def build_tokenizer(corpus: list[str], out: Path) -> Any:
 
 def token_stream(tokenizer: Any, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The reviews' token ids joined by EOS, and where each review starts in that stream."""
-    ids, starts = [], []
+    ids: list[int] = []
+    starts: list[int] = []
     for text in reviews:
         starts.append(len(ids))
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -11,7 +11,7 @@ fidelity of the reference ABC read-out
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -103,13 +103,13 @@ def measure_reward_model(
         reference_attention(rm, samples, AttentionRequest((layer,))) for layer in range(n_layers)
     ]
     scores = per_layer[0].scores
+    # every read-out was asked for attention, so each output holds it
+    attention = [cast(list[np.ndarray], out.attention) for out in per_layer]
     fidelity = {
-        f"layer_{layer}": fidelity_metrics(out.attention, relevance).as_dict()
-        for layer, out in enumerate(per_layer)
+        f"layer_{layer}": fidelity_metrics(rows, relevance).as_dict()
+        for layer, rows in enumerate(attention)
     }
-    mean_of_layers = [
-        np.mean([out.attention[i] for out in per_layer], axis=0) for i in range(len(samples))
-    ]
+    mean_of_layers = [np.mean([rows[i] for rows in attention], axis=0) for i in range(len(samples))]
     fidelity["mean_of_layers"] = fidelity_metrics(mean_of_layers, relevance).as_dict()
     fidelity["uniform"] = fidelity_metrics(
         [np.full(len(c), 1 / len(c)) for c in samples.completion_ids], relevance

@@ -6,11 +6,12 @@ Holds :func:`write_model_card`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = ["write_model_card"]
 
 
-def write_model_card(report: dict, out_dir: Path, fidelity_bar: dict[str, float]) -> None:
+def write_model_card(report: dict[str, Any], out_dir: Path, fidelity_bar: dict[str, float]) -> None:
     """MODEL_CARD.md: how each asset was built and what was measured."""
     lm, corpus = report["lm"], report["corpus"]
     lines = [

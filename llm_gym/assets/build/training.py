@@ -119,7 +119,9 @@ def train_rm(
         n_embd=cfg.rm_width,
         n_layer=layers,
         n_head=cfg.rm_heads,
-        num_labels=2,
+        # transformers 5 takes num_labels through PretrainedConfig's keyword arguments,
+        # which GPT2Config's typed signature leaves out
+        num_labels=2,  # type: ignore[call-arg]
         id2label={0: "NEGATIVE", 1: "POSITIVE"},
         label2id={"NEGATIVE": 0, "POSITIVE": 1},
         pad_token_id=tokenizer.pad_token_id,

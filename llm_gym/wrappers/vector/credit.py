@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-def info_entry(infos: dict[str, Any], key: str, i: int) -> Any:
+def info_entry(infos: dict[str, Any], key: str, i: int | np.integer[Any]) -> Any:
     """Sub-environment ``i``'s value of ``key`` in a vector info dict, or None.
 
     >>> info_entry({"score": np.array([0.0, 2.0]), "_score": np.array([False, True])}, "score", 1)
@@ -80,7 +80,9 @@ class VectorCreditWrapper(VectorWrapper):
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._ended = np.zeros(self.num_envs, dtype=bool)
 
-    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+    def credit_weights(
+        self, infos: dict[str, Any], i: int | np.integer[Any], n_tokens: int
+    ) -> np.ndarray:
         """Weights over sub-environment ``i``'s ``n_tokens`` completion tokens, summing to 1."""
         raise NotImplementedError
 
@@ -122,7 +124,7 @@ class VectorCreditWrapper(VectorWrapper):
                 if key in infos:
                     infos[key][i], infos[f"_{key}"][i] = value, True
                 else:
-                    infos = self._add_info(infos, {key: value}, i)
+                    infos = self._add_info(infos, {key: value}, int(i))
         self._ended = done
         return obs, rewards, terminated, truncated, infos
 
@@ -162,7 +164,9 @@ class UniformCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         )
         VectorCreditWrapper.__init__(self, env, baseline, baseline_rate)
 
-    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+    def credit_weights(
+        self, infos: dict[str, Any], i: int | np.integer[Any], n_tokens: int
+    ) -> np.ndarray:
         return np.full(n_tokens, 1.0 / n_tokens)
 
 
@@ -192,7 +196,9 @@ class RelevanceCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         self.weights_of = relevance_weights(relevance, "vector RelevanceCredit")
         self.beta = check_beta(beta)
 
-    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+    def credit_weights(
+        self, infos: dict[str, Any], i: int | np.integer[Any], n_tokens: int
+    ) -> np.ndarray:
         info = {key: info_entry(infos, key, i) for key in (PROMPT_IDS, COMPLETION_IDS)}
         prompt, completion = episode_ids(
             {k: v for k, v in info.items() if v is not None}, "vector RelevanceCredit"
@@ -260,7 +266,9 @@ class AttentionCredit(VectorCreditWrapper, gym.utils.RecordConstructorArgs):
         kwargs["options"] = with_attention_request(kwargs.get("options"), self.request)
         return super().reset(**kwargs)
 
-    def credit_weights(self, infos: dict[str, Any], i: int, n_tokens: int) -> np.ndarray:
+    def credit_weights(
+        self, infos: dict[str, Any], i: int | np.integer[Any], n_tokens: int
+    ) -> np.ndarray:
         weights = info_entry(infos.get(RM_ATTENTION, {}), self.request.key, i)
         if weights is None:
             if info_entry(infos, SCORE, i) is None:

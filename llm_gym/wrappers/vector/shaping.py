@@ -51,7 +51,8 @@ class PotentialShaping(VectorWrapper, gym.utils.RecordConstructorArgs):
         if mode != AutoresetMode.NEXT_STEP:
             raise ValueError(f"vector PotentialShaping expects NEXT_STEP autoreset, got {mode}")
         if potential == "reward_model":
-            base = env.unwrapped
+            # LLMCompletion-v0's vector env, or any other with these two attributes
+            base: Any = env.unwrapped
             missing = [n for n in ("reward_model", "tokenizer") if not hasattr(base, n)]
             if missing:
                 raise gym.error.Error(
