@@ -211,6 +211,23 @@ class CreditWrapper(gym.Wrapper):
         """Weights over the ``n_tokens`` completion tokens, summing to 1."""
         raise NotImplementedError
 
+    def episode_credit(
+        self, info: dict[str, Any], n_tokens: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The finished episode's token rewards, and the credit map they spread R by.
+
+        The map is ``None`` for a scheme that is not a weighting of the score (it is
+        then left out of ``info``).
+        """
+        weights = np.zeros(n_tokens)
+        if self.beta > 0:
+            weights = check_credit_weights(
+                self.credit_weights(info, n_tokens), n_tokens, type(self).__name__
+            )
+        token_rewards = redistribute(weights, self._episode_return, self.beta, self.baseline.value)
+        self.baseline.update(self._episode_return)
+        return token_rewards, credit_map(weights, self.beta)
+
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         self._episode_return, self._steps = 0.0, 0
         return self.env.reset(**kwargs)
@@ -223,17 +240,12 @@ class CreditWrapper(gym.Wrapper):
             if truncated and not terminated and SCORE not in info:
                 warn_unscored(type(self).__name__)
             n_tokens = len(info[COMPLETION_IDS]) if COMPLETION_IDS in info else self._steps
-            weights = np.zeros(n_tokens)
-            if self.beta > 0:
-                weights = check_credit_weights(
-                    self.credit_weights(info, n_tokens), n_tokens, type(self).__name__
-                )
-            token_rewards = redistribute(
-                weights, self._episode_return, self.beta, self.baseline.value
-            )
-            self.baseline.update(self._episode_return)
+            token_rewards, weighting = self.episode_credit(info, n_tokens)
             info[TOKEN_REWARDS] = token_rewards.tolist()
-            info[CREDIT_MAP] = credit_map(weights, self.beta).tolist()
+            if weighting is None:
+                info.pop(CREDIT_MAP, None)
+            else:
+                info[CREDIT_MAP] = weighting.tolist()
             self.last_token_rewards = token_rewards
             self.last_completion_ids = info.get(COMPLETION_IDS)
         return obs, reward, terminated, truncated, info

@@ -26,15 +26,15 @@ token, :class:`~llm_gym.rewards.leave_one_out.LeaveOneOut`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from llm_gym.envs.protocol import COMPLETION_IDS, CREDIT_MAP, SCORE, TOKEN_REWARDS, warn_unscored
+from llm_gym.envs.protocol import SCORE
 from llm_gym.rewards import CompletionBatch, RewardModel
 from llm_gym.rewards.leave_one_out import LeaveOneOut
-from llm_gym.wrappers.credit import check_beta, env_tokenizer, episode_ids
+from llm_gym.wrappers.credit import CreditWrapper, check_beta, env_tokenizer, episode_ids
 
 __all__ = ["LeaveOneOutCredit", "SignedCredit", "signed_redistribute"]
 
@@ -56,7 +56,7 @@ def signed_redistribute(
     return token_rewards
 
 
-class SignedCredit(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class SignedCredit(CreditWrapper, gym.utils.RecordConstructorArgs):
     """r_t = beta * c_t + [t == T] * (R - beta * sum(c)), c a signed decomposition of the score.
 
     Args:
@@ -93,7 +93,7 @@ class SignedCredit(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(
             self, contributions=contributions, beta=beta, tokenizer=tokenizer
         )
-        gym.Wrapper.__init__(self, env)
+        CreditWrapper.__init__(self, env)
         if not callable(contributions):
             raise TypeError(
                 f"contributions must be a function batch -> list of per-token arrays, "
@@ -102,12 +102,8 @@ class SignedCredit(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.contributions_of = contributions
         self.beta = check_beta(beta)
         self._tokenizer = env_tokenizer(env, tokenizer, type(self).__name__)
-        self._episode_return = 0.0
-        self._steps = 0
         #: the last finished episode's contributions c (before beta)
         self.last_contributions: np.ndarray | None = None
-        self.last_token_rewards: np.ndarray | None = None
-        self.last_completion_ids: list[int] | None = None
 
     def contributions(self, info: dict[str, Any], n_tokens: int) -> np.ndarray:
         """The finished episode's c, checked: one finite value per completion token."""
@@ -128,25 +124,11 @@ class SignedCredit(gym.Wrapper, gym.utils.RecordConstructorArgs):
             )
         return c
 
-    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        self._episode_return, self._steps = 0.0, 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._episode_return += float(reward)
-        self._steps += 1
-        if terminated or truncated:
-            if truncated and not terminated and SCORE not in info:
-                warn_unscored(type(self).__name__)
-            n_tokens = len(info[COMPLETION_IDS]) if COMPLETION_IDS in info else self._steps
-            c = self.contributions(info, n_tokens) if self.beta > 0 else np.zeros(n_tokens)
-            token_rewards = signed_redistribute(c, self._episode_return, self.beta)
-            info[TOKEN_REWARDS] = token_rewards.tolist()
-            info.pop(CREDIT_MAP, None)  # signed credit is not a weighting of the score
-            self.last_contributions, self.last_token_rewards = c, token_rewards
-            self.last_completion_ids = info.get(COMPLETION_IDS)
-        return obs, reward, terminated, truncated, info
+    def episode_credit(self, info: dict[str, Any], n_tokens: int) -> tuple[np.ndarray, None]:
+        """Each token's own term of the score, the residual on the last token (no credit map)."""
+        c = self.contributions(info, n_tokens) if self.beta > 0 else np.zeros(n_tokens)
+        self.last_contributions = c
+        return signed_redistribute(c, self._episode_return, self.beta), None
 
     def render(self) -> Any:
         if self.render_mode != "ansi" or self.last_token_rewards is None:
