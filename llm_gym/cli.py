@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from llm_gym.experiments.methods import registry
+from llm_gym.assets.rules import RULES
+from llm_gym.envs.task import TASK_PRESETS
+from llm_gym.experiments.methods import SUITE_METHODS, SUITE_TASKS, registry
 
 if TYPE_CHECKING:
     from llm_gym.experiments.backends import Backend
@@ -178,17 +180,29 @@ def _compare(args: argparse.Namespace) -> None:
         "agent": args.agent,
         "group_size": args.group_size,
         "kl_controller": args.kl_controller,
+        "task": args.task,
     }
+    if args.tasks and not args.suite:
+        raise ValueError("--tasks needs --suite (one task: --task)")
+    if args.suite and args.task:
+        raise ValueError("--suite runs the tasks of --tasks; drop --task")
+    if args.suite and args.rewards is None:
+        overrides["methods"] = SUITE_METHODS
     if args.rewards is None and args.agent not in (None, "ppo"):
         # the preset's methods that the group agent can train with
         overrides["methods"] = tuple(
-            m for m in preset.methods if registry.lookup(m).runs_with(args.agent)
+            m
+            for m in overrides["methods"] or preset.methods
+            if registry.lookup(m).runs_with(args.agent)
         )
     preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.suite:
+        _suite(args, preset)
+        return
     if args.summarise:
         print(
             write_report(
@@ -220,6 +234,36 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
 
 
+def _suite(args: argparse.Namespace, preset: Any) -> None:
+    from llm_gym.experiments.backends import RunsFailed
+    from llm_gym.experiments.suite import run_suite, write_suite_report
+
+    tasks = tuple(args.tasks or SUITE_TASKS)
+    if args.summarise:
+        raise ValueError("--summarise reads CSV files; with --suite, pass --suite-report")
+    if args.suite_report:
+        print(write_suite_report(args.out, tasks, preset.methods, smoothing=args.smoothing))
+        return
+    backend, rm_on_ray = _ray_options(args)
+    jobs = args.jobs if args.jobs is not None and backend is None else 1
+    try:
+        text = run_suite(
+            preset,
+            args.out,
+            tasks,
+            smoothing=args.smoothing,
+            fidelity=not args.no_fidelity,
+            first_seed=args.first_seed,
+            jobs=jobs,
+            backend=backend,
+            reward_model_on_ray=rm_on_ray,
+        )
+    except RunsFailed as err:
+        raise SystemExit(f"llm-gym compare: error: {err}") from err
+    print(text)
+    print(f"wrote {args.out}/<task>/ for {', '.join(tasks)}, and {args.out}/summary.md, ratios.png")
+
+
 def _build_assets(args: argparse.Namespace) -> None:
     from llm_gym.assets.build import main as build_main
 
@@ -227,6 +271,7 @@ def _build_assets(args: argparse.Namespace) -> None:
         (["--quick"] if args.quick else [])
         + ["--seed", str(args.seed)]
         + (["--out", args.out] if args.out else [])
+        + [arg for task in args.task or () for arg in ("--task", task)]
     )
 
 
@@ -275,7 +320,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{', '.join(registry.names())}; see 'methods' below",
     )
     compare.add_argument(
-        "--preset", default="default", choices=["default", "paper"], help="task preset"
+        "--preset",
+        default="default",
+        choices=["default", "paper"],
+        help="settings preset (its task, unless --task names another)",
+    )
+    compare.add_argument(
+        "--task",
+        default=None,
+        choices=sorted(TASK_PRESETS),
+        help="the task to train on, with its own reward model (default: the preset's); "
+        "decisive, diffuse and interaction are the credit benchmark's other structures",
+    )
+    compare.add_argument(
+        "--suite",
+        action="store_true",
+        help="the credit benchmark: every task of --tasks x method, each task in OUT/<task>/, "
+        "then OUT/summary.md with the aggregate over tasks and OUT/ratios.png",
+    )
+    compare.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        choices=sorted(TASK_PRESETS),
+        metavar="TASK",
+        help=f"the tasks of --suite (default: {' '.join(SUITE_TASKS)})",
     )
     compare.add_argument(
         "--quick", action="store_true", help="a run that takes at most ~10 minutes on 2 cores"
@@ -429,6 +498,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="train nothing: merge these curves.csv files (e.g. from runs split over seeds) and report",
     )
     compare.add_argument(
+        "--suite-report",
+        action="store_true",
+        help="with --suite: train nothing, write OUT/summary.md and ratios.png from the tasks' folders",
+    )
+    compare.add_argument(
         "--out",
         default="compare_out",
         help="output folder; runs already there with the same settings are kept, not retrained",
@@ -445,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=16,
         help="parallel environments (one batched RM forward)",
     )
-    demo.add_argument("--task", default="default", choices=["default", "paper"], help="task preset")
+    demo.add_argument("--task", default="default", choices=sorted(TASK_PRESETS), help="task preset")
     demo.add_argument("--show", type=int, default=8, help="completions to print")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
@@ -454,6 +528,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     build.add_argument("--out", default=None, help="output folder (default: the package's assets)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--quick", action="store_true", help="tiny budget, for testing the build")
+    build.add_argument(
+        "--task",
+        action="append",
+        choices=sorted(RULES),
+        help="build only this credit-benchmark task's reward model (repeatable), reading the "
+        "world already in --out",
+    )
     build.set_defaults(run=_build_assets)
 
     args = parser.parse_args(argv)

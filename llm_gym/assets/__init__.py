@@ -31,13 +31,25 @@ TOKENIZER_DIR = ASSET_DIR / "tokenizer"
 #: the embedded 3-layer GPT-2 policy and reference LM
 LM_DIR = ASSET_DIR / "lm"
 #: bundled reward models: name -> folder
-REWARD_MODELS = {"default": "rm_default", "deep": "rm_deep"}
-#: bundled prompt sets: name -> file
-PROMPT_SETS = {"reviews": "prompts_reviews.json"}
+REWARD_MODELS = {
+    "default": "rm_default",
+    "deep": "rm_deep",
+    # the credit-benchmark tasks' own (llm_gym.assets.rules, TASKS.md)
+    "decisive": "rm_decisive",
+    "diffuse": "rm_diffuse",
+    "interaction": "rm_interaction",
+}
+#: bundled prompt sets: name -> file (openings: the review openings that name no character)
+PROMPT_SETS = {"reviews": "prompts_reviews.json", "openings": "prompts_openings.json"}
 
 
 def reward_model_path(name: str = "default") -> str:
-    """Folder of a bundled reward model (``"default"``: faithful last layer; ``"deep"``: not)."""
+    """Folder of a bundled reward model.
+
+    ``"default"``: the sentiment RM with a faithful last layer; ``"deep"``: a sentiment
+    RM whose last layer is not; ``"decisive"``, ``"diffuse"``, ``"interaction"``: the
+    credit-benchmark tasks' RMs, each trained on its task's rule.
+    """
     if name not in REWARD_MODELS:
         raise ValueError(
             f"no bundled reward model {name!r}; expected one of {sorted(REWARD_MODELS)}"
@@ -46,7 +58,8 @@ def reward_model_path(name: str = "default") -> str:
 
 
 def load_prompts(name: str = "reviews") -> list[str]:
-    """A bundled prompt set (held-out review openings of 2-8 tokens)."""
+    """A bundled prompt set: held-out review openings of 2-8 tokens (``"openings"``: those
+    that name no character)."""
     if name not in PROMPT_SETS:
         raise ValueError(f"no bundled prompt set {name!r}; expected one of {sorted(PROMPT_SETS)}")
     return json.loads((ASSET_DIR / PROMPT_SETS[name]).read_text())

@@ -50,6 +50,32 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
         "max_new_tokens": (8, 16),
         "min_new_tokens": 8,
     },
+    # the credit benchmark's other structures (llm_gym.assets.rules), each scored by a reward
+    # model trained on its rule, at the default task's 64 tokens:
+    # one decisive early word (the first character named), after prompts that name none
+    "decisive": {
+        "prompts": "openings",
+        "max_prompt_tokens": 8,
+        "max_new_tokens": 64,
+        "min_new_tokens": 64,
+        "reward_model": "decisive",
+    },
+    # every word a small, equal share (short words against long ones)
+    "diffuse": {
+        "prompts": "reviews",
+        "max_prompt_tokens": 8,
+        "max_new_tokens": 64,
+        "min_new_tokens": 64,
+        "reward_model": "diffuse",
+    },
+    # pairs of words (a character and the place it is in) carry the credit, not single words
+    "interaction": {
+        "prompts": "reviews",
+        "max_prompt_tokens": 8,
+        "max_new_tokens": 64,
+        "min_new_tokens": 64,
+        "reward_model": "interaction",
+    },
 }
 
 
@@ -82,13 +108,11 @@ def _resolve_tokenizer(tokenizer: str | Any | None, trust_remote_code: bool) -> 
 
 
 def _resolve_reward_model(
-    reward_model: str | RewardModel | Callable[[str], float] | None,
+    reward_model: str | RewardModel | Callable[[str], float],
     reward_model_kwargs: dict[str, Any],
     device: str,
     trust_remote_code: bool,
 ) -> RewardModel:
-    if reward_model is None:
-        reward_model = assets.reward_model_path("default")
     if isinstance(reward_model, RewardModel):
         return reward_model
     if isinstance(reward_model, str):
@@ -255,7 +279,8 @@ def make_task(
     """Resolve an environment's options into a :class:`CompletionTask`.
 
     ``task`` names a preset of :data:`TASK_PRESETS` whose values fill every option
-    left as ``None``; ``task=None`` uses no preset (then ``prompts``,
+    left as ``None`` (its reward model too: a credit-benchmark task's own, else
+    ``"default"``); ``task=None`` uses no preset (then ``prompts``,
     ``max_prompt_tokens`` and ``max_new_tokens`` are required). ``vocab_size``
     widens the action space beyond ``len(tokenizer)``, for policies whose output
     layer is padded (Qwen, Llama-style models).
@@ -299,6 +324,8 @@ def make_task(
     prompt_ids, prompt_texts = _tokenize_prompts(
         prompts, tokenizer, max_prompt_tokens, truncate_prompts
     )
+    if reward_model is None:
+        reward_model = preset.get("reward_model", "default")
     rm = _resolve_reward_model(reward_model, reward_model_kwargs or {}, device, trust_remote_code)
     _check_positions(rm, tokenizer, max_prompt_tokens + new_tokens[1])
 

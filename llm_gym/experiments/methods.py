@@ -6,7 +6,9 @@ the credit map the fidelity table measures, what it needs, its help line),
 :class:`MethodRegistry` and :data:`registry`, the one instance that the CLI help,
 the validation of method names, the environments and the fidelity table all read,
 :data:`METHODS` (the names a preset runs by default), :func:`check_methods`,
-:func:`abc_layers_of` and :func:`relevance_of` (the embedded world's oracle).
+:func:`abc_layers_of`, :func:`relevance_of` (the embedded world's sentiment oracle),
+:func:`task_relevance` and :func:`task_contributions` (each task's oracle, unsigned and
+signed).
 
 A new method is one entry::
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "SUITE_METHODS",
+    "SUITE_TASKS",
     "Method",
     "MethodFamily",
     "MethodRegistry",
@@ -37,6 +41,8 @@ __all__ = [
     "check_methods",
     "registry",
     "relevance_of",
+    "task_contributions",
+    "task_relevance",
 ]
 
 #: ``preset -> (label, credit map)``: the label names the map, so methods that share a
@@ -267,20 +273,48 @@ def abc_layers_of(method: str, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def relevance_of(prompt_ids: np.ndarray, completion_ids: np.ndarray) -> np.ndarray:
-    """The embedded world's oracle: each completion token's ``|lexicon valence|``."""
+    """The embedded world's sentiment oracle: each completion token's ``|lexicon valence|``."""
     return assets.token_relevance(completion_ids)
 
 
-def _world_contributions() -> Callable[[Any], list[np.ndarray]]:
+Relevance = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def task_relevance(task: str) -> Relevance:
+    """The oracle credit map of a task: ``(prompt_ids, completion_ids) -> relevance``.
+
+    The sentiment tasks' is :func:`relevance_of`; a credit-benchmark task's is the
+    magnitude of its rule's per-token terms (:mod:`llm_gym.assets.rules`).
+
+    Example:
+        >>> task_relevance("paper") is relevance_of
+        True
+        >>> the_story, begins_when_a_chef = np.array([5, 12]), np.array([25, 26, 3, 77])
+        >>> task_relevance("decisive")(the_story, begins_when_a_chef).tolist()
+        [0.0, 0.0, 0.0, 2.0]
+    """
+    from llm_gym.assets.rules import RULES
+
+    return RULES[task].relevance if task in RULES else relevance_of
+
+
+def task_contributions(task: str) -> Callable[[Any], list[np.ndarray]]:
+    """The signed oracle of a task: a batch of completions -> each token's signed term."""
+    from llm_gym.assets.rules import RULES
+
+    if task in RULES:
+        return RULES[task].contributions
     from llm_gym.assets.contributions import world_contributions
 
     return world_contributions
 
 
 def _oracle_credit(preset: ComparePreset) -> tuple[str, Any]:
+    relevance = task_relevance(preset.task)
+
     def weights(batch: Any) -> list[np.ndarray]:
-        relevance = [relevance_of(p, c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
-        return [r / max(r.sum(), 1e-12) for r in relevance]
+        maps = [relevance(p, c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+        return [r / max(r.sum(), 1e-12) for r in maps]
 
     return "oracle", weights
 
@@ -348,9 +382,7 @@ def _magnitudes(signed: Callable[[Any], list[np.ndarray]]) -> Callable[[Any], li
 
 
 def _signed_oracle_credit(preset: ComparePreset) -> tuple[str, Any]:
-    from llm_gym.assets.contributions import world_contributions
-
-    return "oracle-signed (rule-term magnitudes)", _magnitudes(world_contributions)
+    return "oracle-signed (rule-term magnitudes)", _magnitudes(task_contributions(preset.task))
 
 
 def _leave_one_out_credit(preset: ComparePreset) -> tuple[str, Any]:
@@ -371,10 +403,10 @@ registry.register(
     Method(
         "oracle",
         "llm_gym.wrappers:RelevanceCredit",
-        lambda p: {"relevance": relevance_of, "beta": p.beta},
+        lambda p: {"relevance": task_relevance(p.task), "beta": p.beta},
         vector_wrapper="llm_gym.wrappers.vector:RelevanceCredit",
-        help="RelevanceCredit with the embedded world's known per-token relevance "
-        "(the upper bound for any credit map; embedded tokenizer only)",
+        help="RelevanceCredit with the task's known per-token relevance (|lexicon valence|, "
+        "or |rule term| on a credit-benchmark task; embedded tokenizer only)",
         credit_map=_oracle_credit,
         needs_embedded_world=True,
     )
@@ -439,7 +471,7 @@ registry.register(
     Method(
         "oracle-centred",
         "llm_gym.wrappers:RelevanceCredit",
-        lambda p: {"relevance": relevance_of, "beta": p.beta, "baseline": _CENTRED},
+        lambda p: {"relevance": task_relevance(p.task), "beta": p.beta, "baseline": _CENTRED},
         vector_wrapper="llm_gym.wrappers.vector:RelevanceCredit",
         help="oracle spreading only the score's deviation from its running mean",
         credit_map=_oracle_credit,
@@ -472,10 +504,10 @@ registry.register(
     Method(
         "oracle-signed",
         "llm_gym.wrappers.signed_credit:SignedCredit",
-        lambda p: {"contributions": _world_contributions(), "beta": p.beta},
-        help="SignedCredit with each token's own signed term of the score under the embedded "
-        "world's rule (VADER after negation, intensifiers and 'but'), the residual on the last "
-        "token (embedded tokenizer only)",
+        lambda p: {"contributions": task_contributions(p.task), "beta": p.beta},
+        help="SignedCredit with each token's own signed term of the score under the task's "
+        "rule (VADER after negation, intensifiers and 'but', or a credit-benchmark task's "
+        "rule), the residual on the last token (embedded tokenizer only)",
         credit_map=_signed_oracle_credit,
         needs_embedded_world=True,
         by_default=False,
@@ -525,6 +557,19 @@ registry.register(
 
 #: the methods a preset runs when none are named
 METHODS: tuple[str, ...] = registry.default_names()
+
+#: the tasks ``llm-gym compare --suite`` runs: one per credit structure (llm_gym.assets.rules)
+SUITE_TASKS = ("default", "decisive", "diffuse", "interaction")
+#: the methods ``--suite`` runs when ``--rewards`` names none
+SUITE_METHODS = (
+    "sparse",
+    "oracle-centred",
+    "oracle-signed",
+    "abc",
+    "abc-centred",
+    "uniform-centred",
+    "pbrs",
+)
 
 
 def check_methods(

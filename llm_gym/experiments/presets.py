@@ -40,7 +40,7 @@ class ComparePreset:
     kl_coef: float = 0.05
     kl_target: float | None = 6.0
     kl_horizon: int = 10_000  # timesteps over which the KL coefficient moves by its clipped error
-    reward_model: str = "default"
+    reward_model: str | None = None  # bundled name, hub id or folder; None: the task's own
     max_new_tokens: int | tuple[int, int] | None = None
     policy: str | None = None  # hub id or folder of a causal LM; None: the embedded LM
     tokenizer: str | None = None  # hub id or folder; None: the embedded tokenizer
@@ -112,6 +112,17 @@ class ComparePreset:
             check_new_tokens(self.max_new_tokens)
 
     @property
+    def reward_model_name(self) -> str:
+        """The reward model the runs read: ``reward_model``, or else the task's own.
+
+        >>> ComparePreset().reward_model_name, ComparePreset(task="decisive").reward_model_name
+        ('default', 'decisive')
+        """
+        if self.reward_model is not None:
+            return self.reward_model
+        return str(TASK_PRESETS[self.task].get("reward_model", "default"))
+
+    @property
     def embedded_world(self) -> bool:
         """Whether completions are in the embedded tokenizer, whose per-token relevance is known."""
         return self.tokenizer is None
@@ -138,7 +149,7 @@ def env_options(preset: ComparePreset) -> dict[str, Any]:
         >>> env_options(ComparePreset(max_new_tokens=(40, 60)))
         {'task': 'default', 'reward_model': 'default', 'max_new_tokens': (40, 60), 'min_new_tokens': 40}
     """
-    options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model}
+    options: dict[str, Any] = {"task": preset.task, "reward_model": preset.reward_model_name}
     if preset.max_new_tokens is not None:
         # completions run their full sampled length, as in the presets
         options["max_new_tokens"] = preset.max_new_tokens

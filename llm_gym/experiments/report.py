@@ -19,9 +19,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from llm_gym import assets
 from llm_gym.experiments.kl_control import coefficient_curves, kl_band_table, plot_kl_control
-from llm_gym.experiments.methods import registry
+from llm_gym.experiments.methods import registry, task_relevance
 from llm_gym.experiments.presets import ComparePreset, env_options
 from llm_gym.experiments.statistics import (
     STATISTICS_NOTE,
@@ -31,6 +30,7 @@ from llm_gym.experiments.statistics import (
     plot_intervals,
 )
 from llm_gym.experiments.summary import (
+    Curves,
     kl_matched_table,
     load_curves,
     markdown_table,
@@ -44,6 +44,7 @@ __all__ = [
     "kl_table",
     "plot_curves",
     "plot_kl_frontier",
+    "sparse_gain_share",
     "timing_table",
     "write_report",
 ]
@@ -88,7 +89,8 @@ def credit_fidelity_table(
     task = cast(Any, env.unwrapped).task  # LLMCompletionEnv's task
     batch = CompletionBatch(prompts, completions, task.tokenizer)
     rm = task.reward_model if isinstance(task.reward_model, HFRewardModel) else None
-    relevance = [assets.token_relevance(c) for c in completions]
+    truth = task_relevance(preset.task)
+    relevance = [truth(p, c) for p, c in zip(prompts, completions)]
     reports = credit_fidelity(batch, relevance, reward_model=rm, credit_maps=maps)
     env.close()
     lines = [
@@ -201,6 +203,37 @@ def timing_table(path: Path) -> str:
     return "\n".join(lines) if by_method else ""
 
 
+def sparse_gain_share(curves: Curves, smoothing: int = 5) -> float:
+    """Sparse's best gain over the start as a share of the best method's (1.0: sparse is best).
+
+    The start is the mean score at update 0 over every run; gains are of the seed-mean
+    curves (moving average of ``smoothing``).
+
+    Example:
+        >>> flat, rising = np.array([0.0, 0.1, 0.0, 0.1]), np.array([0.0, 1.0, 2.0, 2.0])
+        >>> round(sparse_gain_share(Curves({"sparse": {0: flat}, "oracle": {0: rising}}), 1), 3)
+        0.05
+    """
+    start = float(np.mean([runs[s][0] for runs in curves.values.values() for s in runs]))
+    best = {m: float(smooth(curves.seed_mean(m), smoothing).max()) for m in curves.methods}
+    top = max(best.values()) - start
+    return (best["sparse"] - start) / top if top > 0 else 1.0
+
+
+def _flat_baseline_warning(curves: Curves, smoothing: int) -> list[str]:
+    """A caveat line when sparse gained under a quarter of what the best method gained."""
+    share = sparse_gain_share(curves, smoothing)
+    if share >= 0.25:
+        return []
+    return [
+        "",
+        f"**Sparse barely learned here**: its best gain over the start is {share:.0%} of the "
+        "best method's, so the threshold sits near the starting score and the "
+        "updates-to-threshold columns mostly measure noise; read the scores and paired "
+        "differences instead.",
+    ]
+
+
 def write_report(
     out_dir: str | Path,
     preset: ComparePreset,
@@ -233,7 +266,7 @@ def write_report(
     parts = [
         "# llm-gym compare",
         "",
-        f"Preset: `{json.dumps(asdict(preset), default=str)}`",
+        f"Preset: `{json.dumps(asdict(preset) | {'reward_model': preset.reward_model_name}, default=str)}`",
     ]
     if minutes is not None:
         parts.append(
@@ -245,6 +278,7 @@ def write_report(
         f"= {threshold:.3f}. Per-seed columns read each seed's own curve (unreached seeds count as "
         "the run length); paired differences compare each seed's mean score over the run with "
         "sparse on the same seed (± standard error).",
+        *_flat_baseline_warning(scores, smoothing),
         "",
         markdown_table(summaries),
         "",

@@ -248,6 +248,8 @@ def _run_config(preset: ComparePreset) -> dict[str, Any]:
     config = asdict(preset)
     for name in RUN_INDEPENDENT_FIELDS:
         config.pop(name)
+    # stored resolved: the folders written before tasks had their own models read "default"
+    config["reward_model"] = preset.reward_model_name
     return _json_values(config)
 
 
@@ -293,7 +295,7 @@ def _ray_reward_model(preset: ComparePreset, options: Mapping[str, Any]) -> Any:
     from llm_gym import assets
     from llm_gym.rewards import RayRewardModel
 
-    name = preset.reward_model
+    name = preset.reward_model_name
     path = assets.reward_model_path(name) if name in assets.REWARD_MODELS else name
     kwargs = dict(preset.env_kwargs.get("reward_model_kwargs") or {})
     kwargs.setdefault("trust_remote_code", preset.env_kwargs.get("trust_remote_code", False))

@@ -50,10 +50,17 @@ def perplexity(lm: Any, stream: np.ndarray, starts: np.ndarray, cfg: BuildConfig
 
 
 def sample_eval_completions(
-    cfg: BuildConfig, lm_dir: Path, tokenizer_dir: Path, prompts: list[str], max_prompt_tokens: int
+    cfg: BuildConfig,
+    lm_dir: Path,
+    tokenizer_dir: Path,
+    prompts: list[str],
+    max_prompt_tokens: int,
+    new_tokens: int | None = None,
+    min_new_tokens: int = 0,
 ) -> CompletionBatch:
     """``cfg.eval_completions`` seeded completions of the LM at temperature 1, as the env makes
-    them (a completion ends at EOS or after ``cfg.eval_new_tokens`` tokens)."""
+    them (a completion ends at EOS, once it has ``min_new_tokens``, or after ``new_tokens``
+    tokens; default ``cfg.eval_new_tokens``)."""
     from llm_gym.agents import sample_completions
 
     infos = sample_completions(
@@ -64,7 +71,8 @@ def sample_eval_completions(
         prompts=prompts,
         task=None,
         max_prompt_tokens=max_prompt_tokens,
-        max_new_tokens=cfg.eval_new_tokens,
+        max_new_tokens=new_tokens or cfg.eval_new_tokens,
+        min_new_tokens=min_new_tokens,
         reward_model=lambda text: 0.0,  # the build scores the completions itself
         device="cpu",
     )
@@ -88,8 +96,12 @@ def measure_reward_model(
     samples: CompletionBatch,
     samples_vader: np.ndarray,
     relevance: list[np.ndarray],
+    target: str = "vader",
 ) -> dict[str, Any]:
-    """The saved RM's report: size, Pearson with VADER, and the fidelity of each credit map.
+    """The saved RM's report: size, Pearson with its target, and the fidelity of each credit map.
+
+    ``held_out_vader`` and ``samples_vader`` are the target's scores (VADER's for the
+    sentiment models, a task's rule for the others); ``target`` names it in the keys.
 
     Pearson is measured on the ``held_out`` windows and on the LM's completions
     ``samples``. The credit maps are each layer's scoring-row head-mean attention
@@ -118,8 +130,8 @@ def measure_reward_model(
         "layers": n_layers,
         "width": rm.model.config.n_embd,
         "params": rm.model.num_parameters(),
-        "held_out_pearson_vader": pearson(rm(held).scores, held_out_vader),
-        "policy_samples_pearson_vader": pearson(scores, samples_vader),
+        f"held_out_pearson_{target}": pearson(rm(held).scores, held_out_vader),
+        f"policy_samples_pearson_{target}": pearson(scores, samples_vader),
         "policy_samples_mean_score": float(np.mean(scores)),
         "policy_samples_score_std": float(np.std(scores)),
         "fidelity": fidelity,

@@ -32,7 +32,9 @@ from llm_gym.assets.build.measurement import (
     sample_eval_completions,
 )
 from llm_gym.assets.build.model_card import write_model_card
+from llm_gym.assets.build.tasks import build_task
 from llm_gym.assets.build.training import train_lm, train_rm
+from llm_gym.assets.rules import RULES
 from llm_gym.assets.world import generate_corpus
 
 __all__ = ["build_world", "main"]
@@ -146,6 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny budget, for testing the build itself"
     )
+    parser.add_argument(
+        "--task",
+        action="append",
+        choices=sorted(RULES),
+        help="build only this credit-benchmark task's reward model (repeatable), reading the "
+        "world already in --out",
+    )
     args = parser.parse_args(argv)
     cfg = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
+    if args.task:
+        for task in dict.fromkeys(args.task):
+            report = build_task(task, args.out, cfg)
+            print(f"task {task}: {json.dumps(report, indent=1)}", flush=True)
+        return
     build_world(args.out, cfg, enforce_fidelity=not args.quick)

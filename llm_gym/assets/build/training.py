@@ -105,10 +105,15 @@ def train_rm(
     layers: int,
     seed: int,
     steps: int,
+    target: Callable[[list[str]], np.ndarray] | None = None,
+    long_share: float = 0.2,
 ) -> Any:
-    """A GPT-2 classifier (NEGATIVE/POSITIVE) whose logit difference learns the VADER score.
+    """A GPT-2 classifier (NEGATIVE/POSITIVE) whose logit difference learns a score of the text.
 
-    Trained on windows of 6-128 tokens (most under 45) with soft labels
+    ``target`` maps window texts to scores (default: the VADER score,
+    :func:`~llm_gym.assets.build.corpus.vader_scores`; a task's rule, e.g.
+    :meth:`llm_gym.assets.rules.WorldRule.scores`). Trained on windows of 6-44 tokens,
+    and with probability ``long_share`` of 45-128, with soft labels
     p(positive) = sigmoid(target), which drives logit(pos) - logit(neg) to the target.
     """
     from transformers import GPT2Config, GPT2ForSequenceClassification
@@ -134,18 +139,20 @@ def train_rm(
     torch.manual_seed(seed)
     model = GPT2ForSequenceClassification(config)
     rng = np.random.default_rng(seed + 1)
-    analyzer = vader_analyzer()
+    if target is None:
+        analyzer = vader_analyzer()
+        target = lambda texts: vader_scores(texts, analyzer)  # noqa: E731
+    score_of = target
 
     def batch(_: int) -> tuple[torch.Tensor, torch.Tensor]:
         length = (
             int(rng.integers(6, 45))
-            if rng.random() < 0.8
+            if rng.random() < 1 - long_share
             else int(rng.integers(45, cfg.context + 1))
         )
         ids = windows(stream, starts, rng, cfg.rm_batch, length)
         texts = tokenizer.batch_decode(ids.tolist())
-        target = torch.from_numpy(vader_scores(texts, analyzer)).float()
-        return torch.from_numpy(ids), target
+        return torch.from_numpy(ids), torch.from_numpy(score_of(texts)).float()
 
     def loss(m: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         ids, target = data
