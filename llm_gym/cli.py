@@ -184,6 +184,8 @@ def _compare(args: argparse.Namespace) -> None:
     }
     if args.tasks and not args.suite:
         raise ValueError("--tasks needs --suite (one task: --task)")
+    if args.suite_report and not args.suite:
+        raise ValueError("--suite-report needs --suite")
     if args.suite and args.task:
         raise ValueError("--suite runs the tasks of --tasks; drop --task")
     if args.suite and args.rewards is None:
@@ -211,27 +213,30 @@ def _compare(args: argparse.Namespace) -> None:
         )
         print(f"wrote {args.out}/curves.csv, curves.png and summary.md")
         return
-    backend, rm_on_ray = _ray_options(args)
-    jobs = args.jobs
-    if jobs is None or backend is not None:  # on Ray, --jobs is the backend's
-        jobs = min(2, os.cpu_count() or 1) if args.quick and backend is None else 1
     from llm_gym.experiments.backends import RunsFailed
 
     try:
-        summary = run_compare(
-            preset,
-            args.out,
-            smoothing=args.smoothing,
-            fidelity=not args.no_fidelity,
-            first_seed=args.first_seed,
-            jobs=jobs,
-            backend=backend,
-            reward_model_on_ray=rm_on_ray,
-        )
+        summary = run_compare(preset, args.out, **_run_options(args))
     except RunsFailed as err:  # a run's failure, not a bad setting: one line, exit status 1
         raise SystemExit(f"llm-gym compare: error: {err}") from err
     print(summary)
     print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of run_compare (and of each task of run_suite) the command line sets."""
+    backend, rm_on_ray = _ray_options(args)
+    jobs = args.jobs
+    if jobs is None or backend is not None:  # on Ray, --jobs is the backend's
+        jobs = min(2, os.cpu_count() or 1) if args.quick and backend is None else 1
+    return {
+        "smoothing": args.smoothing,
+        "fidelity": not args.no_fidelity,
+        "first_seed": args.first_seed,
+        "jobs": jobs,
+        "backend": backend,
+        "reward_model_on_ray": rm_on_ray,
+    }
 
 
 def _suite(args: argparse.Namespace, preset: Any) -> None:
@@ -244,20 +249,8 @@ def _suite(args: argparse.Namespace, preset: Any) -> None:
     if args.suite_report:
         print(write_suite_report(args.out, tasks, preset.methods, smoothing=args.smoothing))
         return
-    backend, rm_on_ray = _ray_options(args)
-    jobs = args.jobs if args.jobs is not None and backend is None else 1
     try:
-        text = run_suite(
-            preset,
-            args.out,
-            tasks,
-            smoothing=args.smoothing,
-            fidelity=not args.no_fidelity,
-            first_seed=args.first_seed,
-            jobs=jobs,
-            backend=backend,
-            reward_model_on_ray=rm_on_ray,
-        )
+        text = run_suite(preset, args.out, tasks, **_run_options(args))
     except RunsFailed as err:
         raise SystemExit(f"llm-gym compare: error: {err}") from err
     print(text)

@@ -233,15 +233,8 @@ def test_suite_runs_every_task_and_method_and_aggregates(tmp_path, monkeypatch):
     calls: list[tuple[str, str, int]] = []
     monkeypatch.setattr(runs, "run_one", _fake_run(calls))
     preset = ComparePreset(methods=("sparse", "oracle-centred", "abc"), seeds=3, updates=30)
-    text = run_suite(
-        preset,
-        tmp_path,
-        ("default", "diffuse"),
-        reps=200,
-        smoothing=1,
-        progress=False,
-        fidelity=False,
-    )
+    options = {"reps": 200, "smoothing": 1, "progress": False, "fidelity": False}
+    text = run_suite(preset, tmp_path, ("default", "diffuse"), **options)
     assert sorted(calls) == sorted(
         (t, m, s) for t in ("default", "diffuse") for m in preset.methods for s in range(3)
     )
@@ -253,11 +246,17 @@ def test_suite_runs_every_task_and_method_and_aggregates(tmp_path, monkeypatch):
     assert text == (tmp_path / "summary.md").read_text()
     # the aggregate is the statistics module's, over both tasks' curves, normalised by the
     # best method's best (the centred oracle's 12 + the mean seed offset 0.1), not sparse's
+    # and with the threshold at the start (0.1) plus 90% of sparse's gain (10.1 - 0.1)
     tasks = [
-        replace(load_task(tmp_path / t / "curves.csv", t, smoothing=1), best=12.1)
+        replace(
+            load_task(tmp_path / t / "curves.csv", t, smoothing=1),
+            best=12.1,
+            threshold=9.1,
+            from_start=True,
+        )
         for t in ("default", "diffuse")
     ]
-    assert [t.threshold for t in tasks] == pytest.approx([0.9 * 10.1] * 2)
+    assert [t.start for t in tasks] == pytest.approx([0.1, 0.1])
     estimates = {
         e.method: e
         for e in interval_estimates(tasks, ["sparse", "oracle-centred", "abc"], reps=200)
@@ -269,15 +268,7 @@ def test_suite_runs_every_task_and_method_and_aggregates(tmp_path, monkeypatch):
 
     # resumes: nothing retrained
     calls.clear()
-    run_suite(
-        preset,
-        tmp_path,
-        ("default", "diffuse"),
-        reps=200,
-        smoothing=1,
-        progress=False,
-        fidelity=False,
-    )
+    run_suite(preset, tmp_path, ("default", "diffuse"), **options)
     assert calls == []
 
 
@@ -302,6 +293,7 @@ def test_cli_suite_flags_are_checked(capsys):
     for argv, message in (
         (["compare", "--tasks", "diffuse"], "--tasks needs --suite"),
         (["compare", "--suite", "--task", "diffuse"], "drop --task"),
+        (["compare", "--suite-report"], "--suite-report needs --suite"),
     ):
         with pytest.raises(SystemExit):
             main(argv)
@@ -348,3 +340,35 @@ def test_suite_report_leaves_out_a_task_nothing_learned(tmp_path):
     assert "ratio to sparse, default" in text and "ratio to sparse, decisive" not in text
     with pytest.raises(ValueError, match="run the suite's task 'diffuse' first"):
         write_suite_report(tmp_path, ["default", "diffuse"])
+
+
+def test_report_warns_when_sparse_best_is_below_zero(tmp_path):
+    from llm_gym.experiments.report import write_report
+
+    rows = ["method,seed,update,score,kl"]
+    rows += [f"sparse,0,{u},{-1.0 + 0.05 * u},0.0" for u in range(10)]  # best -0.55
+    (tmp_path / "in.csv").write_text("\n".join(rows) + "\n")
+    preset = ComparePreset(task="interaction", methods=("sparse",), seeds=1, updates=10)
+    text = write_report(
+        tmp_path / "out", preset, [tmp_path / "in.csv"], smoothing=1, fidelity=False
+    )
+    assert "Sparse's best (-0.550) is not above zero" in text
+
+
+def test_ratios_from_the_start_work_for_scores_below_zero():
+    from llm_gym.experiments.statistics import Task, threshold_ratio_interval
+    from llm_gym.experiments.summary import Curves
+
+    u = np.arange(20, dtype=float)
+    curves = Curves(
+        {
+            "sparse": {s: np.minimum(-1.0 + 0.05 * u, -0.5) for s in range(3)},
+            "dense": {s: np.minimum(-1.0 + 0.1 * u, -0.5) for s in range(3)},
+        }
+    )
+    task = Task("t", curves, start=-1.0, best=-0.5, threshold=-0.55, smoothing=1)
+    # 90% of a negative best lies above it: nothing reaches, no ratio
+    assert threshold_ratio_interval(task, "dense", reps=50)[0] is None
+    # from the start: -1 + 0.9 x 0.5 = -0.55, reached at update 9 (dense) and 9 / 0.5 (sparse)
+    ratio, unreached = threshold_ratio_interval(replace(task, from_start=True), "dense", reps=50)
+    assert ratio.estimate == pytest.approx(5 / 9) and unreached == 0

@@ -221,11 +221,20 @@ def sparse_gain_share(curves: Curves, smoothing: int = 5) -> float:
 
 
 def _flat_baseline_warning(curves: Curves, smoothing: int) -> list[str]:
-    """A caveat line when sparse gained under a quarter of what the best method gained."""
+    """Caveat lines: sparse's best at or below zero, or a quarter of the best method's gain."""
+    lines = []
+    best = float(smooth(curves.seed_mean("sparse"), smoothing).max())
+    if best <= 0:
+        lines += [
+            "",
+            f"**Sparse's best ({best:.3f}) is not above zero**, so 90% of it is not below it "
+            "and no curve reaches the threshold except by passing sparse's best; the suite "
+            "(`--suite`) measures from the start instead.",
+        ]
     share = sparse_gain_share(curves, smoothing)
     if share >= 0.25:
-        return []
-    return [
+        return lines
+    return lines + [
         "",
         f"**Sparse barely learned here**: its best gain over the start is {share:.0%} of the "
         "best method's, so the threshold sits near the starting score and the "

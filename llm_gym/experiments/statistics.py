@@ -205,6 +205,9 @@ class Task:
         best: the baseline's best seed-mean score (moving average of ``smoothing``).
         threshold: ``fraction * best``, the summary's threshold.
         smoothing: the moving-average window the threshold and updates use.
+        from_start: the ratios' threshold is ``start + fraction * (baseline's best -
+            start)`` instead of ``fraction * baseline's best`` (for scores that start
+            below zero; the credit-benchmark suite's).
     """
 
     name: str
@@ -213,6 +216,7 @@ class Task:
     best: float
     threshold: float
     smoothing: int
+    from_start: bool = False
 
 
 def load_task(
@@ -287,7 +291,8 @@ def threshold_ratio_interval(
 
     Each replicate draws seeds with replacement, the same draws for both methods
     (their runs of a seed are paired), and recomputes both seed-mean curves, the
-    threshold (``fraction`` of the resampled baseline's best) and both updates;
+    threshold (``fraction`` of the resampled baseline's best, or of its gain over the
+    start when ``task.from_start``) and both updates;
     a curve that never reaches it counts as the run length. Returns the interval
     (``None`` when the full-sample curves do not both reach the threshold) and the
     share of replicates in which the method's curve never reached it (in those the
@@ -327,7 +332,11 @@ def _resampled_ratio(
 ) -> tuple[float, bool]:
     """The ratio of the seed-mean curves of the seeds ``index``, and whether ``mine`` reached."""
     base_curve = base[index].mean(0)
-    threshold = fraction * float(smooth(base_curve, task.smoothing).max())
+    base_best = float(smooth(base_curve, task.smoothing).max())
+    if task.from_start:
+        threshold = task.start + fraction * (base_best - task.start)
+    else:
+        threshold = fraction * base_best
     steps, reached = _updates(mine[index].mean(0), threshold, task.smoothing)
     base_steps, _ = _updates(base_curve, threshold, task.smoothing)
     return steps / max(base_steps, 1), reached

@@ -158,6 +158,10 @@ def write_tasks_card(reports: dict[str, Any], out_dir: Path) -> None:
         "diffuse every token is relevant with the same |term|, so mass ratio and top-1 are 1 by "
         "construction and Spearman is undefined (nan): there uniform credit is the oracle's map.",
         "",
+        "How credit-limited each task is (the oracles' updates to sparse's threshold, against "
+        "sparse's) is measured by `llm-gym compare --suite`; the figures are in results/README.md "
+        "(suite).",
+        "",
         "| task | rule | RM layers | params | build (min) | Pearson with rule (held-out / LM samples) "
         "| LM samples: rule mean (sd) | relevant tokens | credit map | mass ratio | top-1 (chance) "
         "| Spearman |",
