@@ -301,8 +301,8 @@ def test_cli_suite_flags_are_checked(capsys):
 
 
 def test_report_warns_when_sparse_barely_learns(tmp_path):
-    from llm_gym.experiments.report import sparse_gain_share, write_report
-    from llm_gym.experiments.summary import load_curves
+    from llm_gym.experiments.report import write_report
+    from llm_gym.experiments.summary import load_curves, sparse_gain_share
 
     rows = ["method,seed,update,score,kl"]
     for seed in range(2):

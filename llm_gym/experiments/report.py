@@ -35,6 +35,7 @@ from llm_gym.experiments.summary import (
     load_curves,
     markdown_table,
     smooth,
+    sparse_gain_share,
     summarise,
     write_long_csv,
 )
@@ -44,7 +45,6 @@ __all__ = [
     "kl_table",
     "plot_curves",
     "plot_kl_frontier",
-    "sparse_gain_share",
     "timing_table",
     "write_report",
 ]
@@ -203,27 +203,10 @@ def timing_table(path: Path) -> str:
     return "\n".join(lines) if by_method else ""
 
 
-def sparse_gain_share(curves: Curves, smoothing: int = 5) -> float:
-    """Sparse's best gain over the start as a share of the best method's (1.0: sparse is best).
-
-    The start is the mean score at update 0 over every run; gains are of the seed-mean
-    curves (moving average of ``smoothing``).
-
-    Example:
-        >>> flat, rising = np.array([0.0, 0.1, 0.0, 0.1]), np.array([0.0, 1.0, 2.0, 2.0])
-        >>> round(sparse_gain_share(Curves({"sparse": {0: flat}, "oracle": {0: rising}}), 1), 3)
-        0.05
-    """
-    start = float(np.mean([runs[s][0] for runs in curves.values.values() for s in runs]))
-    best = {m: float(smooth(curves.seed_mean(m), smoothing).max()) for m in curves.methods}
-    top = max(best.values()) - start
-    return (best["sparse"] - start) / top if top > 0 else 1.0
-
-
 def _flat_baseline_warning(curves: Curves, smoothing: int) -> list[str]:
     """Caveat lines: sparse's best at or below zero, or a quarter of the best method's gain."""
     lines = []
-    best = float(smooth(curves.seed_mean("sparse"), smoothing).max())
+    best = curves.best("sparse", smoothing)
     if best <= 0:
         lines += [
             "",

@@ -230,12 +230,11 @@ def load_task(
     curves = load_curves(path)
     if baseline not in curves.values:
         raise ValueError(f"{path} has no {baseline!r} runs; found {curves.methods}")
-    starts = [runs[s][0] for runs in curves.values.values() for s in runs]
-    best = float(smooth(curves.seed_mean(baseline), smoothing).max())
+    best = curves.best(baseline, smoothing)
     return Task(
         name or Path(path).parent.name,
         curves,
-        float(np.mean(starts)),
+        curves.start,
         best,
         fraction * best,
         smoothing,

@@ -33,7 +33,7 @@ from llm_gym.experiments.statistics import (
     intervals_table,
     load_task,
 )
-from llm_gym.experiments.summary import smooth
+from llm_gym.experiments.summary import sparse_gain_share
 
 __all__ = [
     "SUITE_METHODS",
@@ -64,15 +64,8 @@ SUITE_NOTE = (
 )
 
 
-def _best_of(task: Task, methods: Sequence[str], smoothing: int) -> float:
-    """The best seed-mean score (moving average of ``smoothing``) of any of ``methods``."""
-    return max(float(smooth(task.curves.seed_mean(m), smoothing).max()) for m in methods)
-
-
-def _share(by_sparse: Task, by_best: Task) -> str:
-    """Sparse's best gain over the start as a share of the best method's, as a cell."""
-    top = by_best.best - by_best.start
-    return f"{(by_sparse.best - by_best.start) / top:.0%}" if top > 0 else "-"
+def _share(task: Task, smoothing: int, methods: Sequence[str]) -> str:
+    return f"{sparse_gain_share(task.curves, smoothing, methods):.0%}"
 
 
 def suite_preset(preset: ComparePreset, task: str) -> ComparePreset:
@@ -142,7 +135,7 @@ def write_suite_report(
     loaded = [
         replace(
             t,
-            best=_best_of(t, common, smoothing),
+            best=max(t.curves.best(m, smoothing) for m in common),
             threshold=t.start + 0.9 * (t.best - t.start),
             from_start=True,
         )
@@ -167,7 +160,7 @@ def write_suite_report(
         "|---|---|---|---|---|---|---|",
         *(
             f"| [{t.name}]({t.name}/summary.md) | {STRUCTURES.get(t.name, '')} | {t.start:.3f} | "
-            f"{s.best:.3f} | {t.best:.3f} | {_share(s, t)} | {t.threshold:.3f} |"
+            f"{s.best:.3f} | {t.best:.3f} | {_share(t, smoothing, common)} | {t.threshold:.3f} |"
             for s, t in zip(by_sparse, loaded)
         ),
         "",

@@ -21,6 +21,7 @@ __all__ = [
     "kl_matched_table",
     "load_curves",
     "markdown_table",
+    "sparse_gain_share",
     "summarise",
     "updates_to_threshold",
 ]
@@ -43,6 +44,15 @@ class Curves:
         runs = [self.values[method][s] for s in self.seeds(method)]
         length = min(len(r) for r in runs)
         return np.mean([r[:length] for r in runs], axis=0)
+
+    @property
+    def start(self) -> float:
+        """The mean value at update 0 over every run (every method starts from one policy)."""
+        return float(np.mean([runs[s][0] for runs in self.values.values() for s in runs]))
+
+    def best(self, method: str, smoothing: int) -> float:
+        """The best value of ``method``'s seed-mean curve (moving average of ``smoothing``)."""
+        return float(smooth(self.seed_mean(method), smoothing).max())
 
 
 def load_curves(path: str | Path, column: str = "score") -> Curves:
@@ -77,6 +87,23 @@ def smooth(curve: np.ndarray, window: int) -> np.ndarray:
     ends = np.arange(1, len(curve) + 1)
     starts = np.maximum(0, ends - window)
     return (cumulative[ends] - cumulative[starts]) / (ends - starts)
+
+
+def sparse_gain_share(
+    curves: Curves, smoothing: int = 5, methods: Sequence[str] | None = None
+) -> float:
+    """Sparse's best gain over the start as a share of the best method's (1.0: sparse is best).
+
+    Gains are of the seed-mean curves (moving average of ``smoothing``) over
+    :attr:`Curves.start`, the best method among ``methods`` (default: all).
+
+    Example:
+        >>> flat, rising = np.array([0.0, 0.1, 0.0, 0.1]), np.array([0.0, 1.0, 2.0, 2.0])
+        >>> round(sparse_gain_share(Curves({"sparse": {0: flat}, "oracle": {0: rising}}), 1), 3)
+        0.05
+    """
+    top = max(curves.best(m, smoothing) for m in methods or curves.methods) - curves.start
+    return (curves.best("sparse", smoothing) - curves.start) / top if top > 0 else 1.0
 
 
 def updates_to_threshold(curve: np.ndarray, threshold: float) -> int | None:
