@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from llm_gym.assets.rules import RULES
-from llm_gym.envs.task import TASK_PRESETS
+from llm_gym.assets.build.config import BUILDABLE_TASKS
+from llm_gym.envs.task import TASK_PRESETS, task_policy_path
 from llm_gym.experiments.methods import SUITE_METHODS, SUITE_TASKS, registry
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> None:
-    """Sample completions of the embedded LM on LLMCompletion-v0 and print their scores."""
+    """Sample completions of the task's embedded LM on LLMCompletion-v0 and print their scores."""
     import numpy as np
 
     from llm_gym import assets
@@ -33,7 +33,9 @@ def _demo(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     for first in range(0, args.episodes, args.envs):
         n = min(args.envs, args.episodes - first)
-        infos += sample_completions(None, n, seed=args.seed + first, task=args.task)
+        infos += sample_completions(
+            task_policy_path(args.task), n, seed=args.seed + first, task=args.task
+        )
     elapsed = time.perf_counter() - started
     for info in infos[: args.show]:
         print(f"{info['score']:+6.2f}  {tokenizer.decode(info['prompt_ids'])} | {info['text']}")
@@ -524,9 +526,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     build.add_argument(
         "--task",
         action="append",
-        choices=sorted(RULES),
-        help="build only this credit-benchmark task's reward model (repeatable), reading the "
-        "world already in --out",
+        choices=BUILDABLE_TASKS,
+        help="build only this credit-benchmark task's models (repeatable; a rule task's RM, or "
+        "the long task's LM and RM), reading the world already in --out",
     )
     build.set_defaults(run=_build_assets)
 

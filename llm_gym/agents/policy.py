@@ -189,6 +189,17 @@ class CausalLMCore(_PolicyBase):
                 f"observation input_ids go up to {high} but the LM has {vocab} tokens; "
                 f"expected ids below {vocab}"
             )
+        length = cast(spaces.Box, self.observation_space["input_ids"]).shape[-1]
+        positions = getattr(self.lm.config, "max_position_embeddings", None) or getattr(
+            self.lm.config, "n_positions", None
+        )
+        if positions is not None and length > positions:
+            raise ValueError(
+                f"observations hold up to {length} tokens (prompt + completion) but the LM "
+                f"{self.model_name or 'embedded tiny LM'!r} has {positions} positions; use an LM "
+                "with more positions (the long task's: llm_gym.envs.task_policy_path('long')) "
+                "or shorter prompts and completions"
+            )
         width = self.lm.get_output_embeddings().in_features
         if self.critic == "shared":
             last = self.value_net = nn.Linear(width, 1)

@@ -15,10 +15,12 @@ import numpy as np
 __all__ = [
     "ASSET_DIR",
     "LM_DIR",
+    "POLICIES",
     "PROMPT_SETS",
     "REWARD_MODELS",
     "TOKENIZER_DIR",
     "load_prompts",
+    "policy_path",
     "reward_model_path",
     "token_relevance",
     "token_valence",
@@ -30,6 +32,8 @@ ASSET_DIR = Path(__file__).resolve().parent
 TOKENIZER_DIR = ASSET_DIR / "tokenizer"
 #: the embedded 3-layer GPT-2 policy and reference LM
 LM_DIR = ASSET_DIR / "lm"
+#: bundled causal LMs (policy and KL reference): name -> folder; "long": 256 positions
+POLICIES = {"default": "lm", "long": "lm_long"}
 #: bundled reward models: name -> folder
 REWARD_MODELS = {
     "default": "rm_default",
@@ -38,6 +42,8 @@ REWARD_MODELS = {
     "decisive": "rm_decisive",
     "diffuse": "rm_diffuse",
     "interaction": "rm_interaction",
+    # the long task's sentiment RM, with 256 positions
+    "long": "rm_long",
 }
 #: bundled prompt sets: name -> file (openings: the review openings that name no character)
 PROMPT_SETS = {"reviews": "prompts_reviews.json", "openings": "prompts_openings.json"}
@@ -48,13 +54,25 @@ def reward_model_path(name: str = "default") -> str:
 
     ``"default"``: the sentiment RM with a faithful last layer; ``"deep"``: a sentiment
     RM whose last layer is not; ``"decisive"``, ``"diffuse"``, ``"interaction"``: the
-    credit-benchmark tasks' RMs, each trained on its task's rule.
+    credit-benchmark tasks' RMs, each trained on its task's rule; ``"long"``: the
+    sentiment RM of the 140-160-token task, with 256 positions.
     """
     if name not in REWARD_MODELS:
         raise ValueError(
             f"no bundled reward model {name!r}; expected one of {sorted(REWARD_MODELS)}"
         )
     return str(ASSET_DIR / REWARD_MODELS[name])
+
+
+def policy_path(name: str = "default") -> str:
+    """Folder of a bundled causal LM: ``"default"`` (128 positions) or ``"long"`` (256).
+
+    >>> Path(policy_path("long")).name
+    'lm_long'
+    """
+    if name not in POLICIES:
+        raise ValueError(f"no bundled policy {name!r}; expected one of {sorted(POLICIES)}")
+    return str(ASSET_DIR / POLICIES[name])
 
 
 def load_prompts(name: str = "reviews") -> list[str]:

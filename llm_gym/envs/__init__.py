@@ -2,7 +2,7 @@
 
 from llm_gym.envs.completion import LLMCompletionEnv
 from llm_gym.envs.completion_vector import LLMCompletionVectorEnv
-from llm_gym.envs.task import TASK_PRESETS, CompletionTask, make_task
+from llm_gym.envs.task import TASK_PRESETS, CompletionTask, make_task, task_policy_path
 from llm_gym.envs.token_tree import TokenTreeEnv
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "LLMCompletionVectorEnv",
     "TokenTreeEnv",
     "make_task",
+    "task_policy_path",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "check_new_tokens",
     "load_prompt_texts",
     "make_task",
+    "task_policy_path",
 ]
 
 #: Named presets of the embedded world: prompt set and completion lengths.
@@ -76,7 +77,32 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
         "min_new_tokens": 64,
         "reward_model": "interaction",
     },
+    # the ABC paper's longest setting: sentiment at 140-160 new tokens, with the world's LM and
+    # sentiment RM rebuilt at 256 positions ("policy" names the bundled LM the task needs; the
+    # env itself reads only the reward model)
+    "long": {
+        "prompts": "reviews",
+        "max_prompt_tokens": 8,
+        "max_new_tokens": (140, 160),
+        "min_new_tokens": 140,
+        "reward_model": "long",
+        "policy": "long",
+    },
 }
+
+
+def task_policy_path(task: str) -> str | None:
+    """Folder of the bundled LM a task preset needs, or ``None`` for the embedded 128-position LM.
+
+    Only ``"long"`` needs another (its 168 tokens pass the default LM's 128 positions).
+
+    >>> task_policy_path("default") is None, Path(task_policy_path("long")).name
+    (True, 'lm_long')
+    """
+    if task not in TASK_PRESETS:
+        raise ValueError(f"task must be one of {sorted(TASK_PRESETS)}, got {task!r}")
+    name = TASK_PRESETS[task].get("policy")
+    return None if name is None else assets.policy_path(str(name))
 
 
 @dataclass

@@ -331,7 +331,7 @@ def _attention_credit(layers: tuple[int, ...]) -> tuple[str, Any]:
 
 def _generator(preset: ComparePreset) -> str:
     """The causal LM whose attention ABC-D reads: the policy's starting weights."""
-    return preset.policy or str(assets.LM_DIR)
+    return preset.policy_path or str(assets.LM_DIR)
 
 
 def _generator_credit(preset: ComparePreset) -> tuple[str, Any]:
@@ -558,8 +558,9 @@ registry.register(
 #: the methods a preset runs when none are named
 METHODS: tuple[str, ...] = registry.default_names()
 
-#: the tasks ``llm-gym compare --suite`` runs: one per credit structure (llm_gym.assets.rules)
-SUITE_TASKS = ("default", "decisive", "diffuse", "interaction")
+#: the tasks ``llm-gym compare --suite`` runs: one per credit structure (llm_gym.assets.rules),
+#: and sentiment at the paper's longest 140-160 tokens
+SUITE_TASKS = ("default", "decisive", "diffuse", "interaction", "long")
 #: the methods ``--suite`` runs when ``--rewards`` names none
 SUITE_METHODS = (
     "sparse",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_gym.agents.kl import KL_CONTROLLERS
-from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens
+from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens, task_policy_path
 from llm_gym.experiments.methods import METHODS, check_methods, registry
 
 __all__ = ["AGENTS", "PRESETS", "RUN_INDEPENDENT_FIELDS", "ComparePreset", "env_options"]
@@ -42,7 +42,7 @@ class ComparePreset:
     kl_horizon: int = 10_000  # timesteps over which the KL coefficient moves by its clipped error
     reward_model: str | None = None  # bundled name, hub id or folder; None: the task's own
     max_new_tokens: int | tuple[int, int] | None = None
-    policy: str | None = None  # hub id or folder of a causal LM; None: the embedded LM
+    policy: str | None = None  # hub id or folder of a causal LM; None: the task's (embedded) LM
     tokenizer: str | None = None  # hub id or folder; None: the embedded tokenizer
     prompts: str | None = None  # bundled prompt set or file; None: the task's
     fidelity_completions: int = 256
@@ -121,6 +121,16 @@ class ComparePreset:
         if self.reward_model is not None:
             return self.reward_model
         return str(TASK_PRESETS[self.task].get("reward_model", "default"))
+
+    @property
+    def policy_path(self) -> str | None:
+        """The causal LM the runs train: ``policy``, else the task's bundled LM (``None``: the
+        embedded 128-position LM, the policy's own default).
+
+        >>> ComparePreset().policy_path is None, ComparePreset(task="long").policy_path.endswith("lm_long")
+        (True, True)
+        """
+        return self.policy if self.policy is not None else task_policy_path(self.task)
 
     @property
     def embedded_world(self) -> bool:

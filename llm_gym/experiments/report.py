@@ -82,7 +82,7 @@ def credit_fidelity_table(
     from llm_gym.rewards.credit import credit_fidelity
 
     options = {"device": "cpu", **env_options(preset)}
-    infos = sample_completions(preset.policy, n, seed, **options)
+    infos = sample_completions(preset.policy_path, n, seed, **options)
     prompts = [np.asarray(info["prompt_ids"], dtype=np.int64) for info in infos]
     completions = [np.asarray(info["completion_ids"], dtype=np.int64) for info in infos]
     env = gym.make("LLMCompletion-v0", **options)

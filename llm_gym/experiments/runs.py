@@ -67,9 +67,9 @@ def _task(env: gym.Env | gym.vector.VectorEnv) -> Any:
 
 
 def _policy_kwargs(preset: ComparePreset, task: Any) -> dict[str, Any] | None:
-    if preset.policy is None:
+    if preset.policy_path is None:
         return None
-    kwargs: dict[str, Any] = {"model": preset.policy}
+    kwargs: dict[str, Any] = {"model": preset.policy_path}
     if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
         kwargs["n_tokens"] = len(task.tokenizer)
     return kwargs

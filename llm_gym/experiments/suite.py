@@ -52,6 +52,7 @@ STRUCTURES = {
     "decisive": "one decisive word near the start (the first character named), the rest neutral",
     "diffuse": "every word an equal small share (short words against long ones)",
     "interaction": "pairs decide (a character and the place it is in), no word alone",
+    "long": "sentiment at 140-160 tokens (the paper's longest): the rare words further apart",
 }
 
 
@@ -114,15 +115,16 @@ def write_suite_report(
     """``summary.md`` and ``ratios.png`` of the suite in ``out_dir``, from each task's curves.csv.
 
     Methods missing from a task are left out of the aggregate (it covers the
-    methods every task ran).
+    methods every task ran), and so are tasks not run yet (the report names them).
     """
     out = Path(out_dir)
-    by_sparse = []
-    for task in tasks:
-        csv_path = out / task / "curves.csv"
-        if not csv_path.exists():
-            raise ValueError(f"{csv_path} does not exist; run the suite's task {task!r} first")
-        by_sparse.append(load_task(csv_path, task, smoothing=smoothing))
+    not_run = [task for task in tasks if not (out / task / "curves.csv").exists()]
+    if len(not_run) == len(tasks):
+        raise ValueError(
+            f"none of the tasks {list(tasks)} has a curves.csv under {out}; run the suite first"
+        )
+    tasks = [task for task in tasks if task not in not_run]
+    by_sparse = [load_task(out / task / "curves.csv", task, smoothing=smoothing) for task in tasks]
     common = [
         m for m in by_sparse[0].curves.methods if all(m in t.curves.values for t in by_sparse)
     ]
@@ -172,6 +174,8 @@ def write_suite_report(
         "## Aggregate over tasks and seeds",
         "",
     ]
+    if not_run:
+        lines += [f"Not run yet (no curves.csv): {', '.join(not_run)}.", ""]
     left_out = [t.name for t in loaded if t not in learned]
     if left_out:
         lines += [

@@ -21,6 +21,9 @@ Its steps, one module each:
 - :mod:`~llm_gym.assets.build.model_card`: MODEL_CARD.md from the measured report.
 - :mod:`~llm_gym.assets.build.pipeline`: :func:`build_world` (the steps in order)
   and :func:`main`.
+- :mod:`~llm_gym.assets.build.tasks` and :mod:`~llm_gym.assets.build.long_task`:
+  the credit-benchmark tasks' own models, each built alone (``--task NAME``) from
+  a built world, which they read and do not rewrite.
 """
 
 from llm_gym.assets.build.config import FIDELITY_BAR, BuildConfig

@@ -1,13 +1,19 @@
 """What the world build is asked to make: its budget and the bar it must reach.
 
-Holds :class:`BuildConfig`, :data:`FIDELITY_BAR` and :func:`quick_config`.
+Holds :class:`BuildConfig`, :data:`FIDELITY_BAR`, :data:`BUILDABLE_TASKS` and
+:func:`quick_config`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["FIDELITY_BAR", "BuildConfig", "quick_config"]
+from llm_gym.assets.rules import RULES
+
+__all__ = ["BUILDABLE_TASKS", "FIDELITY_BAR", "BuildConfig", "quick_config"]
+
+#: the tasks ``--task`` builds alone: each rule task's RM, and the long task's LM and RM
+BUILDABLE_TASKS = (*sorted(RULES), "long")
 
 #: the default RM's last layer must reach these (mass ratio, top-1 hit rate, Spearman)
 FIDELITY_BAR = {"mass_ratio": 3.0, "top_hit_rate": 0.5, "spearman": 0.3}
@@ -36,6 +42,10 @@ class BuildConfig:
     eval_completions: int = 512
     eval_new_tokens: int = 32
     threads: int = 1
+    # the long task's models (llm-gym build-assets --task long)
+    long_context: int = 256  # positions of its LM and RM: prompt + 140-160 new tokens fit
+    long_lm_steps: int = 600  # fine-tuning of the embedded LM at long_context
+    long_lm_lr: float = 1e-3
 
 
 def quick_config(seed: int = 0) -> BuildConfig:
@@ -49,6 +59,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
         n_reviews=400,
         held_out=100,
         lm_steps=20,
+        long_lm_steps=20,
         rm_steps=20,
         deep_rm_steps=20,
         eval_completions=32,

@@ -55,12 +55,12 @@ def sample_eval_completions(
     tokenizer_dir: Path,
     prompts: list[str],
     max_prompt_tokens: int,
-    new_tokens: int | None = None,
+    new_tokens: int | tuple[int, int] | None = None,
     min_new_tokens: int = 0,
 ) -> CompletionBatch:
     """``cfg.eval_completions`` seeded completions of the LM at temperature 1, as the env makes
     them (a completion ends at EOS, once it has ``min_new_tokens``, or after ``new_tokens``
-    tokens; default ``cfg.eval_new_tokens``)."""
+    tokens, an int or a (min, max) range drawn per episode; default ``cfg.eval_new_tokens``)."""
     from llm_gym.agents import sample_completions
 
     infos = sample_completions(

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from llm_gym.assets import ASSET_DIR
-from llm_gym.assets.build.config import FIDELITY_BAR, BuildConfig, quick_config
+from llm_gym.assets.build.config import BUILDABLE_TASKS, FIDELITY_BAR, BuildConfig, quick_config
 from llm_gym.assets.build.corpus import (
     build_tokenizer,
     check_lexicon,
@@ -25,6 +25,7 @@ from llm_gym.assets.build.corpus import (
     vader_analyzer,
     vader_scores,
 )
+from llm_gym.assets.build.long_task import build_long
 from llm_gym.assets.build.measurement import (
     held_out_windows,
     measure_reward_model,
@@ -34,7 +35,6 @@ from llm_gym.assets.build.measurement import (
 from llm_gym.assets.build.model_card import write_model_card
 from llm_gym.assets.build.tasks import build_task
 from llm_gym.assets.build.training import train_lm, train_rm
-from llm_gym.assets.rules import RULES
 from llm_gym.assets.world import generate_corpus
 
 __all__ = ["build_world", "main"]
@@ -151,15 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--task",
         action="append",
-        choices=sorted(RULES),
-        help="build only this credit-benchmark task's reward model (repeatable), reading the "
-        "world already in --out",
+        choices=BUILDABLE_TASKS,
+        help="build only this credit-benchmark task's models (repeatable; a rule task's RM, or "
+        "the long task's LM and RM), reading the world already in --out",
     )
     args = parser.parse_args(argv)
     cfg = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
     if args.task:
         for task in dict.fromkeys(args.task):
-            report = build_task(task, args.out, cfg)
+            report = (
+                build_long(args.out, cfg) if task == "long" else build_task(task, args.out, cfg)
+            )
             print(f"task {task}: {json.dumps(report, indent=1)}", flush=True)
         return
     build_world(args.out, cfg, enforce_fidelity=not args.quick)

@@ -6,7 +6,9 @@ sentiment models (Pearson with the rule, and the credit fidelity of each layer's
 attention against the rule's per-token terms). The tokenizer, LM and sentiment
 models are read, never rewritten, so the existing tasks reproduce bit for bit.
 
-Holds :data:`TASK_RM_LAYERS`, :func:`build_task` and :func:`write_tasks_card`.
+Holds :data:`TASK_RM_LAYERS`, :func:`build_task`, :func:`check_world`,
+:func:`record_task_report` and :func:`write_tasks_card` (the long task, whose LM is
+its own too, is built by :mod:`llm_gym.assets.build.long_task`).
 """
 
 from __future__ import annotations
@@ -32,12 +34,23 @@ from llm_gym.assets.rules import CHARACTER_WORDS, RULES
 from llm_gym.assets.world import generate_corpus
 from llm_gym.rewards.loading import load_tokenizer
 
-__all__ = ["TASKS_REPORT", "TASK_RM_LAYERS", "build_task", "openings", "write_tasks_card"]
+__all__ = [
+    "LOOSE_PEARSON",
+    "TASKS_REPORT",
+    "TASK_RM_LAYERS",
+    "build_task",
+    "check_world",
+    "openings",
+    "record_task_report",
+    "write_tasks_card",
+]
 
 #: layers of each task's reward model (a pair rule needs a second layer to combine words)
 TASK_RM_LAYERS = {"decisive": 2, "diffuse": 1, "interaction": 2}
 #: the measured report of every task build, by task (next to the assets)
 TASKS_REPORT = "tasks_report.json"
+#: the Pearson (RM against its rule, on the LM's samples) below which TASKS.md flags a task
+LOOSE_PEARSON = 0.8
 #: the completion length the tasks' reward models are measured at (the tasks' own)
 TASK_NEW_TOKENS = 64
 
@@ -63,12 +76,7 @@ def build_task(
         raise ValueError(f"no credit-benchmark task {task!r}; expected one of {sorted(RULES)}")
     cfg = cfg or BuildConfig()
     out_dir = Path(out_dir)
-    for needed in ("tokenizer", "lm", "prompts_reviews.json"):
-        if not (out_dir / needed).exists():
-            raise ValueError(
-                f"{out_dir} has no {needed}; build the world first (llm-gym build-assets --out "
-                f"{out_dir}), then its tasks"
-            )
+    check_world(out_dir)
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     rule = RULES[task]
@@ -132,12 +140,27 @@ def build_task(
         rm_steps=cfg.rm_steps,
         build_seconds=time.perf_counter() - started,
     )
-    report_path = out_dir / TASKS_REPORT
+    record_task_report(task, report, out_dir)
+    return report
+
+
+def check_world(out_dir: Path) -> None:
+    """Refuse to build a task's models into a folder without the world they read."""
+    for needed in ("tokenizer", "lm", "prompts_reviews.json"):
+        if not (Path(out_dir) / needed).exists():
+            raise ValueError(
+                f"{out_dir} has no {needed}; build the world first (llm-gym build-assets --out "
+                f"{out_dir}), then its tasks"
+            )
+
+
+def record_task_report(task: str, report: dict[str, Any], out_dir: Path) -> None:
+    """Store one task's report in ``tasks_report.json`` (beside the others) and rewrite TASKS.md."""
+    report_path = Path(out_dir) / TASKS_REPORT
     reports = json.loads(report_path.read_text()) if report_path.exists() else {}
     reports[task] = report
     report_path.write_text(json.dumps(dict(sorted(reports.items())), indent=2) + "\n")
     write_tasks_card(reports, out_dir)
-    return report
 
 
 def write_tasks_card(reports: dict[str, Any], out_dir: Path) -> None:
@@ -151,6 +174,14 @@ def write_tasks_card(reports: dict[str, Any], out_dir: Path) -> None:
         "`llm-gym build-assets --task NAME`; the tokenizer, LM and sentiment models are shared and "
         "untouched. Everything below was measured by those builds (also in tasks_report.json); "
         f"the LM's completions are {TASK_NEW_TOKENS} tokens, the tasks' length.",
+        "",
+        "The long task is the exception: its score is the sentiment tasks' (4 x VADER compound, "
+        "whose per-word terms are the sentiment oracle), at 140-160 new tokens, the ABC paper's "
+        "longest setting. Prompt and completion take up to 168 tokens, past the 128 positions of "
+        "the embedded models, so it brings its own LM (lm_long: the embedded LM with its "
+        "positions extended to 256 and fine-tuned on 256-token windows) and RM (rm_long: one "
+        "layer, like the default RM, at 256 positions); its row is measured on lm_long's "
+        "completions at 140-160 tokens.",
         "",
         "Fidelity: the scoring row's head-mean attention over the completion against the rule's "
         "|term| per token (mass ratio: attention mass on relevant tokens / their share, chance 1; "
@@ -181,4 +212,21 @@ def write_tasks_card(reports: dict[str, Any], out_dir: Path) -> None:
                 f"{head if i == 0 else blank} {name} | {f['mass_ratio']:.2f}x | "
                 f"{f['top_hit_rate']:.2f} ({f['top_hit_chance']:.2f}) | {spearman} |"
             )
+    loose = [t for t, r in reports.items() if r["policy_samples_pearson_rule"] < LOOSE_PEARSON]
+    if loose:
+        lines += [
+            "",
+            f"Below {LOOSE_PEARSON} Pearson on the LM's samples ({', '.join(loose)}), the reward "
+            "model follows its rule loosely: there the rule's terms are the credit of the rule, "
+            "and only approximately of the reward the agents are trained on.",
+        ]
+    if "long" in reports:
+        lm = reports["long"]["lm"]
+        lines += [
+            "",
+            f"lm_long: {lm['positions']} positions, {lm['fine_tune_steps']} fine-tuning steps; "
+            f"held-out perplexity {lm['held_out_perplexity']:.2f} on {lm['positions']}-token "
+            f"windows, {lm['held_out_perplexity_128']:.2f} on 128-token windows (the embedded "
+            f"LM: {lm['held_out_perplexity_128_before']:.2f}).",
+        ]
     (Path(out_dir) / "TASKS.md").write_text("\n".join(lines) + "\n")

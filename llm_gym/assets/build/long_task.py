@@ -1,0 +1,194 @@
+"""Building the long task's models: ``llm-gym build-assets --task long``.
+
+The long task is the ABC paper's longest setting: sentiment (the default task's
+score, :data:`~llm_gym.assets.build.corpus.SCORE_SCALE` x VADER compound) at
+140-160 new tokens. Prompt and completion take up to 168 tokens, more than the
+128 positions of the embedded LM and reward models, so the task brings both:
+
+- ``lm_long``: the embedded LM with its position table extended to
+  ``BuildConfig.long_context`` (positions past
+  128 start as copies of the first ones) and fine-tuned on windows of that length;
+- ``rm_long``: a one-layer sentiment RM (the default RM's design, whose last layer
+  is the faithful one) trained on windows up to that length.
+
+The tokenizer, prompts and the other models are read, never rewritten, so the
+other tasks reproduce bit for bit. Holds :func:`extend_positions`,
+:func:`long_windows` and :func:`build_long`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm_gym.assets import ASSET_DIR
+from llm_gym.assets.build.config import BuildConfig
+from llm_gym.assets.build.corpus import (
+    token_stream,
+    token_valence_table,
+    vader_analyzer,
+    vader_scores,
+    windows,
+)
+from llm_gym.assets.build.measurement import (
+    measure_reward_model,
+    perplexity,
+    sample_eval_completions,
+)
+from llm_gym.assets.build.tasks import check_world, record_task_report
+from llm_gym.assets.build.training import train, train_rm
+from llm_gym.assets.world import generate_corpus
+from llm_gym.rewards.loading import load_tokenizer
+
+__all__ = ["LONG_NEW_TOKENS", "build_long", "extend_positions", "long_windows"]
+
+#: the long task's completion lengths (its preset's), at which its models are measured
+LONG_NEW_TOKENS = (140, 160)
+
+
+def extend_positions(lm: Any, positions: int) -> Any:
+    """A copy of a GPT-2 LM with ``positions`` positions; position p starts as p mod the old count.
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> small = GPT2LMHeadModel(GPT2Config(n_positions=4, n_embd=8, n_layer=1, n_head=2))
+    >>> big = extend_positions(small, 10)
+    >>> big.config.n_positions, bool((big.transformer.wpe.weight[6] == small.transformer.wpe.weight[2]).all())
+    (10, True)
+    """
+    from transformers import GPT2LMHeadModel
+
+    old = lm.config.n_positions
+    if positions < old:
+        raise ValueError(f"positions must be >= the LM's {old}, got {positions}")
+    config = lm.config.to_dict()
+    config["n_positions"] = positions
+    longer = GPT2LMHeadModel(type(lm.config).from_dict(config))
+    state = lm.state_dict()
+    table = state["transformer.wpe.weight"]
+    state["transformer.wpe.weight"] = table[torch.arange(positions) % old]
+    longer.load_state_dict(state)
+    return longer.eval()
+
+
+def long_windows(
+    stream: np.ndarray, starts: np.ndarray, seed: int, n: int, lengths: tuple[int, int]
+) -> list[np.ndarray]:
+    """``n`` windows of the stream with lengths drawn in ``lengths`` (inclusive), seeded.
+
+    >>> [len(w) for w in long_windows(np.arange(100), np.array([0, 50]), 0, 3, (10, 12))]
+    [12, 11, 11]
+    """
+    rng = np.random.default_rng(seed)
+    return [
+        windows(stream, starts, rng, 1, int(rng.integers(lengths[0], lengths[1] + 1)))[0]
+        for _ in range(n)
+    ]
+
+
+def _fine_tune_lm(
+    lm: Any, cfg: BuildConfig, stream: np.ndarray, starts: np.ndarray, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+
+    def batch(_: int) -> torch.Tensor:
+        return torch.from_numpy(windows(stream, starts, rng, cfg.lm_batch, cfg.long_context))
+
+    def loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return m(input_ids=ids, labels=ids).loss
+
+    torch.manual_seed(seed)
+    train(lm, cfg.long_lm_steps, cfg.long_lm_lr, batch, loss, "lm long")
+
+
+def build_long(out_dir: Path = ASSET_DIR, cfg: BuildConfig | None = None) -> dict[str, Any]:
+    """Build, save and measure ``lm_long`` and ``rm_long`` into ``out_dir``.
+
+    ``out_dir`` must hold a built world (tokenizer, LM, review prompts). Returns the
+    task's measured report, also stored under ``"long"`` in ``tasks_report.json``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg or BuildConfig()
+    out_dir = Path(out_dir)
+    check_world(out_dir)
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    long_cfg = replace(cfg, context=cfg.long_context)
+
+    corpus = generate_corpus(cfg.n_reviews + cfg.held_out, seed=cfg.seed)
+    tokenizer = load_tokenizer(str(out_dir / "tokenizer"))
+    stream, starts = token_stream(tokenizer, corpus[: cfg.n_reviews])
+    held_stream, held_starts = token_stream(tokenizer, corpus[cfg.n_reviews :])
+    prompts = json.loads((out_dir / "prompts_reviews.json").read_text())
+
+    # 1. the LM: the embedded one, at long_context positions, fine-tuned on windows that long
+    base = AutoModelForCausalLM.from_pretrained(str(out_dir / "lm")).eval()
+    base_perplexity = perplexity(base, held_stream, held_starts, cfg)  # at its own 128
+    lm = extend_positions(base, cfg.long_context)
+    _fine_tune_lm(lm, cfg, stream, starts, cfg.seed + 300)
+    lm.save_pretrained(str(out_dir / "lm_long"))
+    tokenizer.save_pretrained(str(out_dir / "lm_long"))
+    lm_report = {
+        "positions": cfg.long_context,
+        "fine_tune_steps": cfg.long_lm_steps,
+        "held_out_perplexity": perplexity(lm, held_stream, held_starts, long_cfg),
+        "held_out_perplexity_128": perplexity(lm, held_stream, held_starts, cfg),
+        "held_out_perplexity_128_before": base_perplexity,
+    }
+    print(f"lm long: {json.dumps(lm_report)}", flush=True)
+
+    # 2. the RM: one layer, VADER's score, half its windows 45 to long_context tokens long
+    rm = train_rm(
+        long_cfg, tokenizer, stream, starts, 1, cfg.seed + 310, cfg.rm_steps, long_share=0.5
+    )
+    rm_dir = out_dir / "rm_long"
+    rm.save_pretrained(str(rm_dir))
+    tokenizer.save_pretrained(str(rm_dir))
+
+    # 3. measured where the task runs: held-out windows and the LM's completions at its lengths
+    prompt_tokens = max(len(p.split()) for p in prompts)
+    held_out = long_windows(
+        held_stream,
+        held_starts,
+        cfg.seed + 123,
+        1000,
+        (LONG_NEW_TOKENS[0], LONG_NEW_TOKENS[1] + prompt_tokens),
+    )
+    analyzer = vader_analyzer()
+    held_vader = vader_scores(tokenizer.batch_decode([h.tolist() for h in held_out]), analyzer)
+    samples = sample_eval_completions(
+        cfg,
+        out_dir / "lm_long",
+        out_dir / "tokenizer",
+        prompts,
+        prompt_tokens,
+        new_tokens=LONG_NEW_TOKENS,
+        min_new_tokens=LONG_NEW_TOKENS[0],
+    )
+    samples_vader = vader_scores(samples.texts, analyzer)
+    valence = np.abs(np.asarray(token_valence_table(tokenizer)))
+    relevance = [valence[c] for c in samples.completion_ids]
+    report = measure_reward_model(
+        rm_dir, held_out, held_vader, samples, samples_vader, relevance, target="rule"
+    )
+    report.update(
+        task="long",
+        rule="sentiment (4 x VADER compound, the default task's) at 140-160 tokens",
+        prompts=len(prompts),
+        rule_samples_mean=float(np.mean(samples_vader)),
+        rule_samples_std=float(np.std(samples_vader)),
+        relevant_token_share=float(np.mean(np.concatenate(relevance) > 0)),
+        completion_tokens_mean=float(np.mean([len(c) for c in samples.completion_ids])),
+        lm=lm_report,
+        seed=cfg.seed,
+        rm_steps=cfg.rm_steps,
+        build_seconds=time.perf_counter() - started,
+    )
+    record_task_report("long", report, out_dir)
+    return report
