@@ -82,7 +82,7 @@ def long_windows(
     """``n`` windows of the stream with lengths drawn in ``lengths`` (inclusive), seeded.
 
     >>> [len(w) for w in long_windows(np.arange(100), np.array([0, 50]), 0, 3, (10, 12))]
-    [12, 11, 11]
+    [12, 11, 10]
     """
     rng = np.random.default_rng(seed)
     return [
