@@ -182,3 +182,14 @@ def random_batch(tokenizer, n: int, seed: int = 0, vocab_low: int = 4) -> Comple
     prompts = [rng.integers(vocab_low, vocab, size=rng.integers(2, 6)) for _ in range(n)]
     completions = [rng.integers(vocab_low, vocab, size=rng.integers(3, 12)) for _ in range(n)]
     return CompletionBatch(prompts, completions, tokenizer)
+
+
+def world_folder(folder) -> None:
+    """A built world in ``folder`` for the task builds: the embedded tokenizer and LM (linked)
+    and its review prompts (copied)."""
+    folder.mkdir()
+    for part in ("tokenizer", "lm"):
+        (folder / part).symlink_to(assets.ASSET_DIR / part)
+    (folder / "prompts_reviews.json").write_text(
+        (assets.ASSET_DIR / "prompts_reviews.json").read_text()
+    )

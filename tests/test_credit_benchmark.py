@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import world_folder
 
 import llm_gym  # noqa: F401  (registers LLMCompletion-v0)
 from llm_gym import assets
@@ -198,12 +199,7 @@ def test_task_build_is_deterministic_and_measured(tmp_path):
     cfg = BuildConfig(n_reviews=200, held_out=50, rm_steps=6, eval_completions=8, n_prompts=20)
     for name in ("a", "b"):
         world = tmp_path / name
-        world.mkdir()
-        for part in ("tokenizer", "lm"):
-            (world / part).symlink_to(assets.ASSET_DIR / part)
-        (world / "prompts_reviews.json").write_text(
-            (assets.ASSET_DIR / "prompts_reviews.json").read_text()
-        )
+        world_folder(world)
         report = build_task("decisive", world, cfg)
     a, b = (tmp_path / n / "rm_decisive" / "model.safetensors" for n in ("a", "b"))
     assert a.read_bytes() == b.read_bytes()

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import world_folder
 
 import llm_gym  # noqa: F401  (registers the environments)
 from llm_gym import assets
@@ -42,12 +43,7 @@ def test_long_build_is_deterministic_and_measured(tmp_path):
     )
     for name in ("a", "b"):
         world = tmp_path / name
-        world.mkdir()
-        for part in ("tokenizer", "lm"):
-            (world / part).symlink_to(assets.ASSET_DIR / part)
-        (world / "prompts_reviews.json").write_text(
-            (assets.ASSET_DIR / "prompts_reviews.json").read_text()
-        )
+        world_folder(world)
         report = build_long(world, cfg)
     for model in ("lm_long", "rm_long"):
         a, b = (tmp_path / n / model / "model.safetensors" for n in ("a", "b"))
