@@ -44,6 +44,7 @@ def test_vocabulary_mismatch_is_a_clear_error():
 
 def _episode_observations(env: gym.Env, seed: int) -> list[dict[str, np.ndarray]]:
     obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
     observations, done = [obs], False
     while not done:
         obs, _, done, _, _ = env.step(env.action_space.sample())
