@@ -35,7 +35,7 @@ from transformers import (
 from llm_gym import assets
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 from llm_gym.agents.precision import GradientScaler, autocast, float32_head
-from llm_gym.rewards.loading import load_pretrained, resolve_device, resolve_dtype
+from llm_gym.rewards.loading import load_pretrained, model_positions, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -190,9 +190,7 @@ class CausalLMCore(_PolicyBase):
                 f"expected ids below {vocab}"
             )
         length = cast(spaces.Box, self.observation_space["input_ids"]).shape[-1]
-        positions = getattr(self.lm.config, "max_position_embeddings", None) or getattr(
-            self.lm.config, "n_positions", None
-        )
+        positions = model_positions(self.lm.config)
         if positions is not None and length > positions:
             raise ValueError(
                 f"observations hold up to {length} tokens (prompt + completion) but the LM "

@@ -19,7 +19,7 @@ import numpy as np
 
 from llm_gym import assets
 from llm_gym.rewards import FunctionRewardModel, HFRewardModel, RewardModel
-from llm_gym.rewards.loading import load_tokenizer, resolve_device
+from llm_gym.rewards.loading import load_tokenizer, model_positions, resolve_device
 
 __all__ = [
     "TASK_PRESETS",
@@ -209,10 +209,7 @@ def _check_positions(reward_model: RewardModel, tokenizer: Any, length: int) -> 
     """Refuse windows longer than a reward model reading the env's ids can take."""
     if not isinstance(reward_model, HFRewardModel) or not reward_model.uses_env_ids(tokenizer):
         return  # an RM with its own tokenizer: its token count is known only per text
-    config = reward_model.model.config
-    positions = getattr(config, "max_position_embeddings", None) or getattr(
-        config, "n_positions", None
-    )
+    positions = model_positions(reward_model.model.config)
     special = 2 if reward_model.pooling == "first" else 0  # [CLS] ... [SEP]
     if positions is not None and length + special > positions:
         raise ValueError(

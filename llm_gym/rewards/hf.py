@@ -23,6 +23,7 @@ from llm_gym.rewards.loading import (
     HostToDevice,
     load_pretrained,
     load_tokenizer,
+    model_positions,
     resolve_device,
     resolve_dtype,
 )
@@ -270,9 +271,7 @@ class HFRewardModel(RewardModel):
                 char_spans.append(offsets[positions])
                 sequences.append(list(enc["input_ids"]))
 
-        max_positions = getattr(self.model.config, "max_position_embeddings", None) or getattr(
-            self.model.config, "n_positions", None
-        )
+        max_positions = model_positions(self.model.config)
         longest = max(len(s) for s in sequences)
         if max_positions is not None and longest > max_positions:
             raise ValueError(

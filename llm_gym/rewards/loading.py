@@ -21,6 +21,7 @@ __all__ = [
     "HostToDevice",
     "load_pretrained",
     "load_tokenizer",
+    "model_positions",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -36,6 +37,16 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "half": torch.float16,
 }
+
+
+def model_positions(config: Any) -> int | None:
+    """The positions a transformers model config allows (``None``: no fixed limit given).
+
+    >>> from transformers import GPT2Config
+    >>> model_positions(GPT2Config(n_positions=256))
+    256
+    """
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -12,8 +12,8 @@ score, :data:`~llm_gym.assets.build.corpus.SCORE_SCALE` x VADER compound) at
   is the faithful one) trained on windows up to that length.
 
 The tokenizer, prompts and the other models are read, never rewritten, so the
-other tasks reproduce bit for bit. Holds :func:`extend_positions`,
-:func:`long_windows` and :func:`build_long`.
+other tasks reproduce bit for bit. Holds :func:`extend_positions` and
+:func:`build_long`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from llm_gym.assets.build.corpus import (
     windows,
 )
 from llm_gym.assets.build.measurement import (
+    held_out_windows,
     measure_reward_model,
     perplexity,
     sample_eval_completions,
@@ -46,7 +47,7 @@ from llm_gym.assets.build.training import train, train_rm
 from llm_gym.assets.world import generate_corpus
 from llm_gym.rewards.loading import load_tokenizer
 
-__all__ = ["LONG_NEW_TOKENS", "build_long", "extend_positions", "long_windows"]
+__all__ = ["LONG_NEW_TOKENS", "build_long", "extend_positions"]
 
 #: the long task's completion lengths (its preset's), at which its models are measured
 LONG_NEW_TOKENS = (140, 160)
@@ -74,21 +75,6 @@ def extend_positions(lm: Any, positions: int) -> Any:
     state["transformer.wpe.weight"] = table[torch.arange(positions) % old]
     longer.load_state_dict(state)
     return longer.eval()
-
-
-def long_windows(
-    stream: np.ndarray, starts: np.ndarray, seed: int, n: int, lengths: tuple[int, int]
-) -> list[np.ndarray]:
-    """``n`` windows of the stream with lengths drawn in ``lengths`` (inclusive), seeded.
-
-    >>> [len(w) for w in long_windows(np.arange(100), np.array([0, 50]), 0, 3, (10, 12))]
-    [12, 11, 10]
-    """
-    rng = np.random.default_rng(seed)
-    return [
-        windows(stream, starts, rng, 1, int(rng.integers(lengths[0], lengths[1] + 1)))[0]
-        for _ in range(n)
-    ]
 
 
 def _fine_tune_lm(
@@ -153,12 +139,8 @@ def build_long(out_dir: Path = ASSET_DIR, cfg: BuildConfig | None = None) -> dic
 
     # 3. measured where the task runs: held-out windows and the LM's completions at its lengths
     prompt_tokens = max(len(p.split()) for p in prompts)
-    held_out = long_windows(
-        held_stream,
-        held_starts,
-        cfg.seed + 123,
-        1000,
-        (LONG_NEW_TOKENS[0], LONG_NEW_TOKENS[1] + prompt_tokens),
+    held_out = held_out_windows(
+        held_stream, held_starts, cfg, (LONG_NEW_TOKENS[0], LONG_NEW_TOKENS[1] + prompt_tokens)
     )
     analyzer = vader_analyzer()
     held_vader = vader_scores(tokenizer.batch_decode([h.tolist() for h in held_out]), analyzer)

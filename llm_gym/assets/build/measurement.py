@@ -83,10 +83,16 @@ def sample_eval_completions(
     )
 
 
-def held_out_windows(stream: np.ndarray, starts: np.ndarray, cfg: BuildConfig) -> list[np.ndarray]:
-    """1000 held-out windows of 6-40 tokens, on which each RM's scores meet VADER's."""
+def held_out_windows(
+    stream: np.ndarray, starts: np.ndarray, cfg: BuildConfig, lengths: tuple[int, int] = (6, 40)
+) -> list[np.ndarray]:
+    """1000 held-out windows of ``lengths`` tokens (inclusive), on which each RM's scores meet
+    its target's (the long task's RM: windows as long as its texts)."""
     rng = np.random.default_rng(cfg.seed + 123)
-    return [windows(stream, starts, rng, 1, int(rng.integers(6, 41)))[0] for _ in range(1000)]
+    low, high = lengths
+    return [
+        windows(stream, starts, rng, 1, int(rng.integers(low, high + 1)))[0] for _ in range(1000)
+    ]
 
 
 def measure_reward_model(
