@@ -185,6 +185,32 @@ def test_prefix_scorer_scores_every_prefix_like_a_fresh_batch(tiny_gpt2_rm, tiny
             assert scorer(prompt, completion[:t]) == pytest.approx(expected, abs=1e-5)
 
 
+def test_prefix_scorer_masks_a_completion_holding_the_pad_id(tiny_gpt2_rm):
+    """A sampled pad id is a real token: every call passes a mask over the whole row."""
+    from llm_gym.rewards.prefix import PrefixScorer
+
+    tok = word_tokenizer()
+    rm = HFRewardModel(tiny_gpt2_rm, device="cpu")
+    masks: list[torch.Tensor | None] = []
+    forward = rm.forward
+
+    def spy(input_ids, attention_mask=None, **kwargs):
+        masks.append(attention_mask)
+        return forward(input_ids, attention_mask=attention_mask, **kwargs)
+
+    rm.forward = spy  # type: ignore[method-assign]
+    scorer = PrefixScorer(rm, tok)
+    prompt = np.asarray(tok("the film")["input_ids"])
+    completion = np.asarray([*tok("was bad")["input_ids"], tok.pad_token_id, tok.pad_token_id])
+    for t in range(1, len(completion) + 1):
+        expected = rm(CompletionBatch([prompt], [completion[:t]], tok)).scores[0]
+        assert scorer(prompt, completion[:t]) == pytest.approx(expected, abs=1e-5)
+    scorer_masks = masks[1::2]  # every other call is the reference batch's own forward
+    assert [None if m is None else m.tolist() for m in scorer_masks] == [
+        [[1] * (len(prompt) + t)] for t in range(1, len(completion) + 1)
+    ]
+
+
 def test_fidelity_of_uniform_credit_is_chance():
     from llm_gym.rewards.fidelity import fidelity_metrics
 

@@ -68,10 +68,15 @@ class PrefixScorer:
             and np.array_equal(ids[:-1], self._ids)
         )
         new = ids[-1:] if extends else ids
-        # one unpadded row: the scoring position is its last token
+        # one unpadded row: the scoring position is its last token. The mask (every
+        # token real, cached ones included) changes no bit of the scores; without it
+        # transformers warns that the row "may be padded" whenever a completion holds
+        # the pad id, which a policy may sample
+        mask = torch.ones(1, len(ids), dtype=torch.long, device=rm.device)
         with torch.no_grad():
             out = rm.forward(
                 torch.from_numpy(new)[None].to(rm.device),
+                attention_mask=mask,
                 cache=self._cache if extends else None,
                 use_cache=True,
             )
