@@ -158,8 +158,10 @@ def _compare(args: argparse.Namespace) -> None:
     """Train TokenPPO per reward scheme and seed; write curves, plot and summary."""
     from dataclasses import replace
 
+    from llm_gym.experiments.allocator import retain_freed_memory
     from llm_gym.experiments.compare import PRESETS, run_compare, write_report
 
+    retain_freed_memory()  # this process is ours: keep freed blocks (no result changes)
     preset = PRESETS["quick" if args.quick else args.preset]
     if args.quick and args.preset != "default":
         preset = replace(preset, task=PRESETS[args.preset].task)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_gym.experiments.allocator import retain_freed_memory
+
 __all__ = [
     "Backend",
     "ProcessPoolBackend",
@@ -119,6 +121,8 @@ class SequentialBackend(Backend):
 class ProcessPoolBackend(Backend):
     """``jobs`` runs at a time in spawned worker processes, one torch thread each.
 
+    The workers keep freed memory (:func:`~llm_gym.experiments.allocator.retain_freed_memory`).
+
     An exception in a run stops the sweep, as in this process.
     """
 
@@ -140,7 +144,9 @@ class ProcessPoolBackend(Backend):
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         context = multiprocessing.get_context("spawn")  # torch is not fork-safe
-        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=self.jobs, mp_context=context, initializer=retain_freed_memory
+        )
         try:
             futures = {
                 pool.submit(run, m, s, preset, out, 1, **run_kwargs): (m, s) for m, s in runs
