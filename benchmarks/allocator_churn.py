@@ -37,8 +37,7 @@ def run_arm(command: list[str], env: dict[str, str], log: Path) -> dict[str, flo
     with log.open("w") as out:
         child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
+    if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()[-4000:]}")
     return {
         "wall": time.perf_counter() - start,
