@@ -184,6 +184,7 @@ def _compare(args: argparse.Namespace) -> None:
         "agent": args.agent,
         "group_size": args.group_size,
         "kl_controller": args.kl_controller,
+        "kl_estimator": args.kl_estimator,
         "task": args.task,
     }
     if args.tasks and not args.suite:
@@ -391,6 +392,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["adaptive", "pid"],
         help="how the KL coefficient follows --kl-target: adaptive (default; about 2%% per "
         "update, as the results folders before pid) or pid (holds the target)",
+    )
+    compare.add_argument(
+        "--kl-estimator",
+        default=None,
+        choices=["sampled", "exact"],
+        help="the KL per completion the controller reads: sampled (default; the log-ratio at "
+        "the sampled tokens, as the results folders before it) or exact (each state's KL over "
+        "the vocabulary: no token-sampling noise)",
     )
     compare.add_argument("--reward-model", default=None, help="bundled RM name, hub id or folder")
     compare.add_argument(

@@ -190,3 +190,27 @@ def test_kl_control_of_an_old_folder_from_the_command_line(tmp_path):
     text = (tmp_path / "out" / "kl_control.md").read_text()
     assert "Controller: `adaptive`" in text and "| sparse | 1 | 0% | no |" in text
     assert (tmp_path / "out" / "kl_control.png").stat().st_size > 0
+
+
+def test_the_noise_table_separates_fresh_noise_from_movement_that_persists():
+    from llm_gym.experiments.kl_control import detrended_autocorrelation, kl_noise_table
+
+    rng = np.random.default_rng(1)
+    white = [6 + rng.normal(0, 1, 600) for _ in range(4)]
+    # an AR(1) process: 0.8 of each update's deviation is still there the next
+    persistent = []
+    for _ in range(4):
+        x = np.zeros(600)
+        for t in range(1, 600):
+            x[t] = 0.8 * x[t - 1] + rng.normal(0, 0.6)
+        persistent.append(6 + x)
+    assert abs(np.mean([detrended_autocorrelation(c) for c in white])) < 0.12
+    assert np.mean([detrended_autocorrelation(c) for c in persistent]) > 0.5
+    kls = Curves({"white": dict(enumerate(white)), "persistent": dict(enumerate(persistent))})
+    rows = {line.split(" | ")[0][2:]: line for line in kl_noise_table(kls).splitlines()[2:]}
+    # the sd columns, computed here independently
+    cells = rows["white"].strip("| ").split(" | ")
+    assert float(cells[2]) == pytest.approx(np.mean([c[30:].mean() for c in white]), abs=0.006)
+    assert float(cells[3]) == pytest.approx(np.mean([c[30:].std(ddof=1) for c in white]), abs=0.006)
+    assert float(cells[4]) == pytest.approx(np.mean(white, axis=0)[30:].std(ddof=1), abs=0.006)
+    assert detrended_autocorrelation(np.ones(10)) != detrended_autocorrelation(np.ones(10))  # nan

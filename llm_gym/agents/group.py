@@ -90,6 +90,7 @@ class _TokenGroupAlgorithm(TokenPPO):
         kl_horizon: int = 10_000,
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
+        kl_estimator: str = "sampled",
         kl_mode: str = "reward",
         reference_model: str | None = None,
         reward_scale: float = 1.0,
@@ -142,6 +143,7 @@ class _TokenGroupAlgorithm(TokenPPO):
             kl_horizon=kl_horizon,
             kl_coef_max=kl_coef_max,
             kl_controller=kl_controller,
+            kl_estimator=kl_estimator,
             reference_model=reference_model,
             reward_scale=reward_scale,
             rollout_buffer_class=GroupRolloutBuffer,
@@ -262,8 +264,8 @@ class TokenRLOO(_TokenGroupAlgorithm):
         estimator: ``"returns_to_go"`` or ``"group_centred"``.
         scale_rewards: ``"none"`` (RLOO) or ``"group"`` (divide by the group's std).
         length_normalisation: tokens weigh ``1 / len(completion)``; False: ``1 / max_new_tokens``.
-        kl_coef, kl_target, kl_horizon, kl_coef_max, kl_controller: the KL controller
-            (as TokenPPO).
+        kl_coef, kl_target, kl_horizon, kl_coef_max, kl_controller, kl_estimator: the KL
+            controller and what it reads (as TokenPPO).
         kl_mode: ``"reward"`` (a per-token reward penalty) or ``"loss"`` (k3 in the loss).
         reference_model: hub id or folder of the reference LM (``None``: the policy's).
         reward_scale: multiplies rewards before storage.

@@ -5,9 +5,11 @@ KL per completion by a clipped multiplicative step), :class:`PIDKLController`
 (the coefficient as the multiplier of a KL constraint, set by a PID loop, which
 holds the target), :data:`KL_CONTROLLERS` and :func:`make_kl_controller` (a
 controller by name), :func:`coefficient_trace` (the coefficients a controller
-used, replayed from the KL it saw), :class:`ReferenceKL` (the per-token
-``log pi - log pi_ref`` of a rollout) and :func:`reference_log_probs`. TokenPPO
-subtracts ``coef * KL`` from each stored reward before advantages are computed.
+used, replayed from the KL it saw), :data:`KL_ESTIMATORS`, :class:`ReferenceKL`
+(the per-token ``log pi - log pi_ref`` of a rollout, and optionally each state's
+exact KL over the vocabulary), :func:`reference_log_probs`,
+:func:`reference_logits` and :func:`state_kl`. TokenPPO subtracts
+``coef * KL`` from each stored reward before advantages are computed.
 """
 
 from __future__ import annotations
@@ -26,17 +28,43 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KL_CONTROLLERS",
+    "KL_ESTIMATORS",
     "CoefficientController",
     "KLController",
     "PIDKLController",
     "ReferenceKL",
     "coefficient_trace",
     "make_kl_controller",
+    "check_kl_estimator",
     "reference_log_probs",
+    "reference_logits",
+    "state_kl",
 ]
 
 #: the controllers an agent's ``kl_controller`` option names
 KL_CONTROLLERS = ("adaptive", "pid")
+
+#: what a KL controller reads (an agent's ``kl_estimator`` option): ``"sampled"``, the
+#: mean over the rollout's tokens of ``log pi(a) - log pi_ref(a)`` at the sampled
+#: token (the results folders before the option existed); ``"exact"``, each visited
+#: state's ``KL(pi(.|s) || pi_ref(.|s))`` summed over the vocabulary. Both estimate the
+#: same KL per completion (by the chain rule); the exact one has no token-sampling
+#: noise. The penalty charged to the rewards is the sampled log-ratio either way.
+KL_ESTIMATORS = ("sampled", "exact")
+
+
+def check_kl_estimator(estimator: str) -> str:
+    """``estimator`` if it is one of :data:`KL_ESTIMATORS`; a ValueError naming it otherwise.
+
+    Example:
+        >>> check_kl_estimator("k3")
+        Traceback (most recent call last):
+        ...
+        ValueError: kl_estimator must be one of ('sampled', 'exact'), got 'k3'
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+    return estimator
 
 
 class CoefficientController(Protocol):
@@ -239,6 +267,35 @@ def coefficient_trace(
 
 
 @torch.no_grad()
+def reference_logits(
+    lm: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """``lm``'s next-token logits for a rollout's ``(steps, envs, window)`` observations.
+
+    One batched forward of ``lm`` over about one window per episode
+    (:func:`~llm_gym.agents.decoding.episode_window_hidden`), not one per step; the
+    result has shape ``(steps, envs, vocab)``, float32 whatever ``lm``'s dtype, on
+    ``lm``'s device (the inputs are moved there once).
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_embd=8, n_layer=1, n_head=2)).eval()
+        >>> ids = torch.tensor([[[0, 5, 6]], [[5, 6, 7]]])  # (2 steps, 1 env, window 3)
+        >>> reference_logits(lm, ids, (ids > 0).long()).shape
+        torch.Size([2, 1, 11])
+    """
+    device = next(lm.parameters()).device
+    ids, mask = input_ids.to(device).long(), attention_mask.to(device).long()
+    hidden = episode_window_hidden(lm.base_model, ids, mask)
+    return lm.get_output_embeddings()(hidden).float()
+
+
+def _chosen_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    chosen = logits.gather(-1, actions.to(logits.device).long()[..., None]).squeeze(-1)
+    return chosen - torch.logsumexp(logits, -1)
+
+
+@torch.no_grad()
 def reference_log_probs(
     lm: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -247,10 +304,8 @@ def reference_log_probs(
 ) -> torch.Tensor:
     """``log pi_ref(action | window)`` for a rollout's ``(steps, envs, window)`` observations.
 
-    One batched forward of ``lm`` over about one window per episode
-    (:func:`~llm_gym.agents.decoding.episode_window_hidden`), not one per step;
-    ``actions`` has shape ``(steps, envs)``. The inputs are moved to ``lm``'s device
-    once; the log-probs are float32 whatever ``lm``'s dtype, on that device.
+    :func:`reference_logits`, normalised, at the ``(steps, envs)`` ``actions``; float32
+    on ``lm``'s device.
 
     Example:
         >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -259,16 +314,27 @@ def reference_log_probs(
         >>> reference_log_probs(lm, ids, (ids > 0).long(), torch.tensor([[7], [8]])).shape
         torch.Size([2, 1])
     """
-    device = next(lm.parameters()).device
-    ids, mask = input_ids.to(device).long(), attention_mask.to(device).long()
-    hidden = episode_window_hidden(lm.base_model, ids, mask)
-    logits = lm.get_output_embeddings()(hidden).float()
-    chosen = logits.gather(-1, actions.to(device).long()[..., None]).squeeze(-1)
-    return chosen - torch.logsumexp(logits, -1)
+    return _chosen_log_probs(reference_logits(lm, input_ids, attention_mask), actions)
+
+
+def state_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))`` over the last axis of log-probabilities.
+
+    Ids that ``p`` cannot sample (probability 0: suppressed, masked or outside the
+    top-k) add nothing, whatever ``q`` gives them.
+
+    Example:
+        >>> log_p = torch.log(torch.tensor([[0.5, 0.5, 0.0]]))
+        >>> round(float(state_kl(log_p, torch.log(torch.tensor([[0.25, 0.25, 0.5]])))), 6)
+        0.693147
+    """
+    p = log_p.exp()
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(-1)
 
 
 class ReferenceKL:
-    """``log pi(a) - log pi_ref(a)`` of every transition of a rollout.
+    """``log pi(a) - log pi_ref(a)`` of every transition of a rollout, and each state's exact KL.
 
     Args:
         lm: the frozen reference causal LM.
@@ -278,20 +344,52 @@ class ReferenceKL:
             reference's log-probs from it; otherwise the whole rollout's are computed
             in one batched forward at its end.
         per_step: see ``decoder``.
+        exact: also compute, for every transition, ``KL(pi(.|s) || pi_ref(.|s))``
+            over the vocabulary (:attr:`last_exact_kl`), from the policy's logits
+            that :meth:`record_step` receives. Without ``per_step`` this keeps the
+            policy's log-probabilities of the whole rollout until its end: steps x
+            envs x vocab floats on the reference's device.
     """
 
-    def __init__(self, lm: PreTrainedModel, decoder: IncrementalDecoder, per_step: bool) -> None:
-        self.lm, self.decoder, self.per_step = lm, decoder, per_step
+    def __init__(
+        self,
+        lm: PreTrainedModel,
+        decoder: IncrementalDecoder,
+        per_step: bool,
+        exact: bool = False,
+    ) -> None:
+        self.lm, self.decoder, self.per_step, self.exact = lm, decoder, per_step, exact
         #: where the reference runs (its own device: the policy's, a second GPU, the CPU)
         self.device = next(lm.parameters()).device
         self._steps: list[torch.Tensor] = []
+        self._policy_log_probs: list[torch.Tensor] = []
+        self._exact_steps: list[torch.Tensor] = []
+        #: per-transition exact KL of the last :meth:`rollout_kl`, ``(n_steps, n_envs)``
+        #: float64 (``exact`` only; otherwise None)
+        self.last_exact_kl: np.ndarray | None = None
 
     def start_rollout(self) -> None:
-        self._steps = []
+        self._steps, self._policy_log_probs, self._exact_steps = [], [], []
+        self.last_exact_kl = None
 
     @torch.no_grad()
-    def record_step(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> None:
-        """Keep the reference's log-prob of this step's actions (``per_step`` only)."""
+    def record_step(
+        self,
+        obs: dict[str, torch.Tensor],
+        actions: torch.Tensor,
+        policy_logits: torch.Tensor | None = None,
+    ) -> None:
+        """Keep what this step needs: the reference's log-prob of its actions (``per_step``),
+        the policy's ``(envs, vocab)`` logits of the distribution sampled from (``exact``)."""
+        if self.exact:
+            if policy_logits is None:
+                raise ValueError(
+                    "kl_estimator='exact' needs the policy's logits at every rollout step "
+                    "(policy.last_logits, which CausalLMPolicy sets); got None"
+                )
+            policy_log_probs = torch.log_softmax(policy_logits.to(self.device).float(), -1)
+            if not self.per_step:
+                self._policy_log_probs.append(policy_log_probs)
         if not self.per_step:
             return
         ids = obs["input_ids"].to(self.device).round().long()
@@ -299,26 +397,44 @@ class ReferenceKL:
         log_probs = torch.log_softmax(self.lm.get_output_embeddings()(hidden).float(), -1)
         chosen = actions.to(self.device).reshape(-1, 1).long()
         self._steps.append(log_probs.gather(1, chosen).squeeze(1))
+        if self.exact:
+            self._exact_steps.append(state_kl(policy_log_probs, log_probs))
 
     @torch.no_grad()
     def rollout_kl(self, buffer: Any, device: torch.device | None = None) -> np.ndarray:
         """Per-transition KL of a full rollout buffer, ``(n_steps, n_envs)`` float64.
 
+        The sampled log-ratio; with ``exact``, :attr:`last_exact_kl` is set as well.
         The buffer's observations go to the reference's device in one copy per array;
         the difference is taken on the host, in float32 (``device`` is not used: the
         reference has its own).
         """
+        exact = None
         if len(self._steps) == buffer.buffer_size:
             ref_log_prob = torch.stack(self._steps)
+            if self.exact:
+                exact = torch.stack(self._exact_steps)
         else:
             obs = buffer.observations
             # the buffer stores token ids as float32: copied as they are (half int64's bytes)
-            ref_log_prob = reference_log_probs(
+            logits = reference_logits(
                 self.lm,
                 torch.as_tensor(obs["input_ids"]).to(self.device).round(),
                 torch.as_tensor(obs["attention_mask"]).to(self.device).round(),
-                torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2])),
             )
+            actions = torch.as_tensor(buffer.actions.reshape(buffer.actions.shape[:2]))
+            ref_log_prob = _chosen_log_probs(logits, actions)
+            if self.exact:
+                if len(self._policy_log_probs) != buffer.buffer_size:
+                    raise RuntimeError(
+                        f"kl_estimator='exact' recorded {len(self._policy_log_probs)} rollout "
+                        f"steps of policy logits for a buffer of {buffer.buffer_size}"
+                    )
+                ref_log_softmax = torch.log_softmax(logits, -1)
+                exact = state_kl(torch.stack(self._policy_log_probs), ref_log_softmax)
+                self._policy_log_probs = []
+        if exact is not None:
+            self.last_exact_kl = exact.cpu().numpy().astype(np.float64)
         log_prob = torch.as_tensor(buffer.log_probs)
         return (log_prob - ref_log_prob.cpu()).numpy().astype(np.float64)
 

@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from llm_gym.agents.buffers import EpisodeRolloutBuffer
 from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
-from llm_gym.agents.kl import make_kl_controller
+from llm_gym.agents.kl import check_kl_estimator, make_kl_controller
 from llm_gym.agents.policy import CausalLMCore, ids_device, load_causal_lm
 from llm_gym.agents.ppo import (
     TokenCreditMixin,
@@ -186,6 +186,8 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         distribution = self._masked_distribution(obs, hidden, action_masks)
         actions = distribution.get_actions(deterministic=deterministic)
         self.last_entropy = distribution.entropy().detach()
+        # the masked distribution's normalised logits: what the exact KL reads
+        self.last_logits = distribution.distribution.logits.detach()
         return actions, self._values(hidden), distribution.log_prob(actions)
 
     def evaluate_actions(  # type: ignore[override]
@@ -257,6 +259,8 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
         kl_horizon: adaptive controller horizon in timesteps.
         kl_coef_max: cap on the adaptive coefficient.
         kl_controller: ``"adaptive"`` or ``"pid"`` (as TokenPPO).
+        kl_estimator: ``"sampled"`` or ``"exact"`` (as TokenPPO; the exact KL is that
+            of the masked distribution).
         reward_scale: multiplies rewards before storage.
         **kwargs: other :class:`~sb3_contrib.MaskablePPO` options.
 
@@ -286,6 +290,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
         kl_horizon: int = 10_000,
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
+        kl_estimator: str = "sampled",
         reward_scale: float = 1.0,
         rollout_buffer_class: type | None = ReferenceMaskRolloutBuffer,
         **kwargs: Any,
@@ -302,12 +307,20 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
         )
         # checks the KL options
         make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
+        check_kl_estimator(kl_estimator)
         rollout_buffer_class = token_buffer_class(
             rollout_buffer_class or ReferenceMaskRolloutBuffer
         )
         env = token_vec_env("TokenMaskablePPO", env, n_envs, env_factory)
         self._init_token_credit(
-            kl_coef, kl_target, kl_horizon, kl_coef_max, None, reward_scale, kl_controller
+            kl_coef,
+            kl_target,
+            kl_horizon,
+            kl_coef_max,
+            None,
+            reward_scale,
+            kl_controller,
+            kl_estimator,
         )
         super().__init__(
             policy,

@@ -326,9 +326,12 @@ class CausalLMCore(_PolicyBase):
         self, obs: PyTorchObs, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.hidden_state(obs)
-        actions, log_prob, entropy = sample_categorical(self.logits(hidden), deterministic)
+        logits = self.logits(hidden)
+        actions, log_prob, entropy = sample_categorical(logits, deterministic)
         #: per-token entropy of the last rollout step, for logging
         self.last_entropy = entropy.detach()
+        #: the logits the last step sampled from (an agent's exact KL reads them)
+        self.last_logits = logits.detach()
         return actions, self._values(hidden), log_prob
 
     def evaluate_actions(

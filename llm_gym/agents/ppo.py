@@ -28,7 +28,13 @@ from stable_baselines3.common.vec_env import VecEnv
 from llm_gym.agents.buffers import EpisodeRolloutBuffer, TokenCreditBuffer, TokenRolloutBuffer
 from llm_gym.agents.credit import FinishedEpisode
 from llm_gym.agents.decoding import IncrementalDecoder
-from llm_gym.agents.kl import KLController, ReferenceKL, kl_per_completion, make_kl_controller
+from llm_gym.agents.kl import (
+    KLController,
+    ReferenceKL,
+    check_kl_estimator,
+    kl_per_completion,
+    make_kl_controller,
+)
 from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, check_token_spaces, load_causal_lm
 from llm_gym.agents.statistics import episode_summary, rollout_statistics
 from llm_gym.agents.vec_env import as_token_vec_env, make_token_vec_env
@@ -130,8 +136,10 @@ class TokenCreditMixin(_AlgorithmBase):
         reference_model: str | None,
         reward_scale: float,
         kl_controller: str = "adaptive",
+        kl_estimator: str = "sampled",
     ) -> None:
         self.kl = make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
+        self.kl_estimator = check_kl_estimator(kl_estimator)
         self.reference_model = reference_model
         self.reward_scale = reward_scale
         self.ref_lm: PreTrainedModel | None = None
@@ -151,7 +159,12 @@ class TokenCreditMixin(_AlgorithmBase):
                     f"policy {type(self.policy).__name__}, or kl_coef=0 with kl_target=None"
                 )
             self.ref_lm, self.ref_decoder = self._reference_lm()
-            self.reference = ReferenceKL(self.ref_lm, self.ref_decoder, self.reference_per_step)
+            self.reference = ReferenceKL(
+                self.ref_lm,
+                self.ref_decoder,
+                self.reference_per_step,
+                exact=self.kl_estimator == "exact",
+            )
 
     def _reference_lm(self) -> tuple[PreTrainedModel, IncrementalDecoder]:
         if isinstance(self.policy, CausalLMCore):  # its reference_device / reference_dtype
@@ -193,7 +206,9 @@ class TokenCreditMixin(_AlgorithmBase):
             if entropy is not None:
                 entropies.append(float(entropy.mean()))
             if self.reference is not None:
-                self.reference.record_step(obs_tensor, actions)
+                # the distribution just sampled from (exact KL only reads it)
+                logits = getattr(self.policy, "last_logits", None)
+                self.reference.record_step(obs_tensor, actions, logits)
             actions = actions.cpu().numpy()
             new_obs, rewards, dones, infos = env.step(actions)
             rewards *= self.reward_scale
@@ -280,6 +295,11 @@ class TokenCreditMixin(_AlgorithmBase):
         if self.last_kl is not None:
             lengths = [summary["length"] for summary in summaries]
             stats["kl_per_completion"] = kl_per_completion(self.last_kl, lengths)
+            exact = self.reference.last_exact_kl if self.reference is not None else None
+            if exact is not None:
+                # the controller reads the exact KL; the sampled one stays logged beside it
+                stats["kl_sampled_per_completion"] = stats["kl_per_completion"]
+                stats["kl_per_completion"] = kl_per_completion(exact, lengths)
             stats["kl_coef"] = self.kl.coef
             self.kl.update(stats["kl_per_completion"], self.last_kl.size)
         for key, value in stats.items():
@@ -344,6 +364,10 @@ class TokenPPO(TokenCreditMixin, PPO):
             default: a clipped multiplicative step, about 2% per update with the
             default horizon) or ``"pid"`` (:class:`~llm_gym.agents.kl.PIDKLController`,
             which holds the target; ``kl_horizon`` is unused).
+        kl_estimator: the KL per completion the controller reads (and logs):
+            ``"sampled"`` (the log-ratio at the sampled tokens) or ``"exact"`` (each
+            visited state's KL over the vocabulary: no token-sampling noise; logged
+            beside ``kl_sampled_per_completion``). The penalty is the same either way.
         reference_model: hub id or folder of the reference LM (``None``: the policy's).
         reward_scale: multiplies rewards before storage (value targets scale with it).
         rollout_buffer_class: :class:`~llm_gym.agents.buffers.EpisodeRolloutBuffer`
@@ -387,6 +411,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         kl_horizon: int = 10_000,
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
+        kl_estimator: str = "sampled",
         reference_model: str | None = None,
         reward_scale: float = 1.0,
         rollout_buffer_class: type[RolloutBuffer] | None = EpisodeRolloutBuffer,
@@ -406,6 +431,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         )
         # checks the KL options
         make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
+        check_kl_estimator(kl_estimator)
         rollout_buffer_class = token_buffer_class(rollout_buffer_class)
         env = token_vec_env("TokenPPO", env, n_envs, env_factory)
         self._init_token_credit(
@@ -416,6 +442,7 @@ class TokenPPO(TokenCreditMixin, PPO):
             reference_model,
             reward_scale,
             kl_controller,
+            kl_estimator,
         )
         super().__init__(
             policy,

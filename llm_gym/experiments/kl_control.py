@@ -7,7 +7,9 @@ controller settings; nothing else needs to be logged.
 
 Holds :func:`rollout_steps` (transitions per rollout of a preset's runs),
 :func:`coefficient_curves`, :func:`kl_band_table` (per method, how much of the run
-the seed-mean KL stayed within a band around the target), :func:`plot_kl_control`
+the seed-mean KL stayed within a band around the target), :func:`kl_noise_table`
+(how much the KL each run measured moves from update to update, with
+:func:`detrended_autocorrelation`), :func:`plot_kl_control`
 and :func:`main` (``python -m llm_gym.experiments.kl_control CSV --out DIR``: the
 table and plot for a results folder written before they were part of the report).
 """
@@ -26,7 +28,15 @@ from llm_gym.envs.task import TASK_PRESETS
 from llm_gym.experiments.presets import PRESETS, ComparePreset
 from llm_gym.experiments.summary import Curves, load_curves, smooth
 
-__all__ = ["coefficient_curves", "kl_band_table", "main", "plot_kl_control", "rollout_steps"]
+__all__ = [
+    "coefficient_curves",
+    "detrended_autocorrelation",
+    "kl_band_table",
+    "kl_noise_table",
+    "main",
+    "plot_kl_control",
+    "rollout_steps",
+]
 
 
 def rollout_steps(preset: ComparePreset) -> int:
@@ -122,6 +132,76 @@ def kl_band_table(
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
 
 
+def detrended_autocorrelation(curve: np.ndarray, window: int = 15) -> float:
+    """Lag-1 autocorrelation of ``curve`` less its centred moving average of ``window``.
+
+    Removing the slow drift leaves the update-to-update movement: near 0 when it is
+    new noise every update (an estimate's sampling noise; slightly below 0, as
+    removing the average correlates neighbours negatively), near 1 when what moved
+    stays moved for several updates. NaN when fewer than three points remain.
+
+    Example:
+        >>> round(detrended_autocorrelation(np.tile([1.0, -1.0], 40)), 2)
+        -1.0
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    half = window // 2
+    if curve.size - 2 * half < 3:
+        return float("nan")
+    trend = np.convolve(curve, np.ones(window) / window, mode="valid")
+    residual = curve[half : half + trend.size] - trend
+    return float(np.corrcoef(residual[:-1], residual[1:])[0, 1])
+
+
+def kl_noise_table(kls: Curves, start: int = 30, window: int = 15) -> str:
+    """Markdown: per method, how much the measured KL per completion moves from ``start`` on.
+
+    Columns: the mean KL, the standard deviation of one run's KL over the updates
+    (mean over seeds), that of the seed-mean curve, and the lag-1 autocorrelation of
+    each run's KL once its slow drift (centred moving average of ``window`` updates)
+    is removed (:func:`detrended_autocorrelation`, mean over seeds).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> kls = Curves({"sparse": {s: 6 + rng.normal(0, 1, 150) for s in range(4)}})
+        >>> print(kl_noise_table(kls))
+        | method | seeds | mean KL, updates 30-149 | sd of one run's KL | sd of the seed-mean KL | lag-1 autocorrelation, detrended |
+        |---|---|---|---|---|---|
+        | sparse | 4 | 6.01 | 1.00 | 0.50 | -0.14 |
+    """
+    header = [
+        "method",
+        "seeds",
+        f"mean KL, updates {start}-{{end}}",
+        "sd of one run's KL",
+        "sd of the seed-mean KL",
+        "lag-1 autocorrelation, detrended",
+    ]
+    rows, end = [], 0
+    for method in kls.methods:
+        runs = [kls.values[method][seed] for seed in kls.seeds(method)]
+        end = max(end, max(len(run) for run in runs) - 1)
+        tails = [np.asarray(run[start:], dtype=np.float64) for run in runs]
+        tails = [tail[np.isfinite(tail)] for tail in tails]
+        if not all(tail.size > 1 for tail in tails):
+            rows.append(f"| {method} | {len(runs)} | - | - | - | - |")
+            continue
+        mean_tail = kls.seed_mean(method)[start:]
+        autocorrelations = np.array([detrended_autocorrelation(t, window) for t in tails])
+        autocorrelations = autocorrelations[np.isfinite(autocorrelations)]
+        cells = [
+            method,
+            str(len(runs)),
+            f"{np.mean(np.concatenate(tails)):.2f}",
+            f"{np.mean([tail.std(ddof=1) for tail in tails]):.2f}",
+            f"{np.std(mean_tail[np.isfinite(mean_tail)], ddof=1):.2f}",
+            f"{autocorrelations.mean():.2f}" if autocorrelations.size else "-",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    header[2] = header[2].format(end=end)
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+
+
 def plot_kl_control(
     csv_path: str | Path,
     png_path: str | Path,
@@ -190,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = (
         f"# KL control of {args.csv}\n\nController: `{preset.kl_controller}`, target "
         f"{preset.kl_target:g} nats; coefficients replayed from the KL curves.\n\n{table}\n\n"
-        "![KL control](kl_control.png)\n"
+        f"{kl_noise_table(kls)}\n\n![KL control](kl_control.png)\n"
     )
     (out / "kl_control.md").write_text(text)
     print(text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_gym.agents.kl import KL_CONTROLLERS
+from llm_gym.agents.kl import KL_CONTROLLERS, check_kl_estimator
 from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens, task_policy_path
 from llm_gym.experiments.methods import METHODS, check_methods, registry
 
@@ -51,6 +51,8 @@ class ComparePreset:
     group_size: int = 4  # completions per prompt of the group agents
     # "adaptive" (the results folders before it existed) or "pid" (holds kl_target)
     kl_controller: str = "adaptive"
+    # "sampled" (the results folders before it existed) or "exact": what the controller reads
+    kl_estimator: str = "sampled"
 
     def __post_init__(self) -> None:
         # every setting is checked here, so a bad one fails before anything is written
@@ -65,6 +67,7 @@ class ComparePreset:
             raise ValueError(
                 f"kl_controller must be one of {KL_CONTROLLERS}, got {self.kl_controller!r}"
             )
+        check_kl_estimator(self.kl_estimator)
         if self.kl_controller == "pid" and self.kl_target is None:
             raise ValueError("kl_controller 'pid' needs a kl_target; got kl_target=None")
         if self.agent != "ppo" and self.n_envs % self.group_size:

@@ -19,7 +19,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from llm_gym.experiments.kl_control import coefficient_curves, kl_band_table, plot_kl_control
+from llm_gym.experiments.kl_control import (
+    coefficient_curves,
+    kl_band_table,
+    kl_noise_table,
+    plot_kl_control,
+)
 from llm_gym.experiments.methods import registry, task_relevance
 from llm_gym.experiments.presets import ComparePreset, env_options
 from llm_gym.experiments.statistics import (
@@ -304,8 +309,14 @@ def write_report(
             "",
             "## KL control",
             "",
-            f"Controller: `{preset.kl_controller}`, target {preset.kl_target:g} nats per completion. "
-            f"Seed-mean KL (moving average of {smoothing}) against the band target ± 25%; the "
+            f"Controller: `{preset.kl_controller}`, target {preset.kl_target:g} nats per completion"
+            + (
+                ", reading the exact KL (each visited state's over the vocabulary; the sampled "
+                "log-ratio is the `kl_sampled` column of curves.csv). "
+                if preset.kl_estimator == "exact"
+                else ". "
+            )
+            + f"Seed-mean KL (moving average of {smoothing}) against the band target ± 25%; the "
             "coefficients are replayed from each run's KL curve (a controller is a deterministic "
             "function of the KL it saw).",
             "",
@@ -314,7 +325,23 @@ def write_report(
             ),
             "",
             "![KL control](kl_control.png)",
+            "",
+            "How much the KL the runs measured moves from update 30 on (a band is only as "
+            "narrow as the measurement allows):",
+            "",
+            kl_noise_table(kls),
         ]
+        if preset.kl_estimator == "exact" and _has_column(merged, "kl_sampled"):
+            sampled = load_curves(merged, column="kl_sampled")
+            parts += [
+                "",
+                "The same runs' sampled estimate (the log-ratio at the sampled tokens, which "
+                "the controller did not read):",
+                "",
+                kl_band_table(sampled, preset.kl_target, smoothing=smoothing),
+                "",
+                kl_noise_table(sampled),
+            ]
     parts += ["", "## Interval estimates", ""]
     try:
         estimates = interval_estimates([load_task(merged, preset.task, smoothing=smoothing)])
@@ -343,3 +370,8 @@ def write_report(
     summary = "\n".join(parts) + "\n"
     (out / "summary.md").write_text(summary)
     return summary
+
+
+def _has_column(csv_path: str | Path, column: str) -> bool:
+    with open(csv_path, newline="") as handle:
+        return column in (csv.DictReader(handle).fieldnames or [])

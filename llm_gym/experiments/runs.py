@@ -119,6 +119,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
             kl_target=preset.kl_target,
             kl_horizon=preset.kl_horizon,
             kl_controller=preset.kl_controller,
+            kl_estimator=preset.kl_estimator,
             policy_kwargs=_policy_kwargs(preset, _task(envs)),
             seed=seed,
             device=device,
@@ -139,6 +140,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
         kl_target=preset.kl_target,
         kl_horizon=preset.kl_horizon,
         kl_controller=preset.kl_controller,
+        kl_estimator=preset.kl_estimator,
         policy_kwargs=_policy_kwargs(preset, _task(env)),
         seed=seed,
         device=device,
@@ -188,13 +190,14 @@ class CurveRecorder(BaseCallback):
         now = time.perf_counter()
         self.seconds.append(now - self._last)
         self._last = now
-        self.rows.append(
-            {
-                "score": float(stats.get("score_mean", math.nan)),
-                "kl": float(stats.get("kl_per_completion", math.nan)),
-                "length": float(stats.get("completion_length", math.nan)),
-            }
-        )
+        row = {
+            "score": float(stats.get("score_mean", math.nan)),
+            "kl": float(stats.get("kl_per_completion", math.nan)),
+            "length": float(stats.get("completion_length", math.nan)),
+        }
+        if "kl_sampled_per_completion" in stats:  # kl is the exact KL: keep the sampled one
+            row["kl_sampled"] = float(stats["kl_sampled_per_completion"])
+        self.rows.append(row)
 
 
 def run_one(
