@@ -3,6 +3,8 @@ computation, leaves the penalty and the rollouts as they were, and reaches every
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -63,18 +65,25 @@ class ExactKLRecorder(BaseCallback):
         self.expected.append(expected)
 
 
-def test_exact_kl_equals_a_per_state_full_vocabulary_computation():
-    # episodes of up to 4 tokens span rollouts of 6 steps; the policy samples at
-    # temperature 0.8 and learns, so its KL to the untempered reference is not zero
-    model = TokenPPO(
+def small_ppo(**options: Any) -> TokenPPO:
+    """TokenPPO on up-to-4-token episodes in rollouts of 6 steps x 2 envs, one epoch each."""
+    return TokenPPO(
         "CausalLMPolicy",
         make_env(max_new_tokens=4),
         n_steps=6,
         batch_size=12,
         n_epochs=1,
         n_envs=2,
-        seed=0,
         learning_rate=1e-3,
+        **options,
+    )
+
+
+def test_exact_kl_equals_a_per_state_full_vocabulary_computation():
+    # episodes of up to 4 tokens span rollouts of 6 steps; the policy samples at
+    # temperature 0.8 and learns, so its KL to the untempered reference is not zero
+    model = small_ppo(
+        seed=0,
         kl_target=6.0,
         kl_controller="pid",
         kl_estimator="exact",
@@ -109,19 +118,8 @@ def run_rollouts(estimator: str) -> tuple[TokenPPO, list[np.ndarray], list[np.nd
             self.rewards.append(self.model.rollout_buffer.rewards.copy())
             self.actions.append(self.model.rollout_buffer.actions.copy())
 
-    model = TokenPPO(
-        "CausalLMPolicy",
-        make_env(max_new_tokens=4),
-        n_steps=6,
-        batch_size=12,
-        n_epochs=1,
-        n_envs=2,
-        seed=3,
-        learning_rate=1e-3,
-        kl_coef=0.3,
-        kl_target=None,  # a fixed coefficient: what the controller reads changes nothing
-        kl_estimator=estimator,
-    )
+    # a fixed coefficient: what the controller reads changes nothing
+    model = small_ppo(seed=3, kl_coef=0.3, kl_target=None, kl_estimator=estimator)
     recorder = Rewards()
     model.learn(6 * 2 * 3, callback=recorder)
     return model, recorder.rewards, recorder.actions
