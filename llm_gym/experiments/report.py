@@ -331,8 +331,13 @@ def write_report(
             "",
             kl_noise_table(kls),
         ]
-        if preset.kl_estimator == "exact" and _has_column(merged, "kl_sampled"):
-            sampled = load_curves(merged, column="kl_sampled")
+        sampled = None
+        if preset.kl_estimator == "exact":
+            try:  # an exact-read run keeps the sampled estimate beside it
+                sampled = load_curves(merged, column="kl_sampled")
+            except ValueError:  # curves.csv written by sampled-read runs
+                pass
+        if sampled is not None:
             parts += [
                 "",
                 "The same runs' sampled estimate (the log-ratio at the sampled tokens, which "
@@ -370,8 +375,3 @@ def write_report(
     summary = "\n".join(parts) + "\n"
     (out / "summary.md").write_text(summary)
     return summary
-
-
-def _has_column(csv_path: str | Path, column: str) -> bool:
-    with open(csv_path, newline="") as handle:
-        return column in (csv.DictReader(handle).fieldnames or [])
