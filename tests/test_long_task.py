@@ -39,7 +39,13 @@ def test_extended_lm_computes_the_same_on_the_first_positions():
 
 def test_long_build_is_deterministic_and_measured(tmp_path):
     cfg = BuildConfig(
-        n_reviews=200, held_out=50, rm_steps=4, long_lm_steps=2, eval_completions=4, n_prompts=20
+        n_reviews=200,
+        held_out=50,
+        rm_steps=4,
+        long_lm_steps=2,
+        long_rm_steps=3,
+        eval_completions=4,
+        n_prompts=20,
     )
     for name in ("a", "b"):
         world = tmp_path / name
@@ -49,12 +55,16 @@ def test_long_build_is_deterministic_and_measured(tmp_path):
         a, b = (tmp_path / n / model / "model.safetensors" for n in ("a", "b"))
         assert a.read_bytes() == b.read_bytes()
         assert '"n_positions": 256' in (tmp_path / "a" / model / "config.json").read_text()
-    assert report["task"] == "long" and report["layers"] == 1
+    # the RM holds the LM's layers (3) and positions, and its own score head
+    assert report["task"] == "long" and report["layers"] == 3 and report["rm_steps"] == 3
     assert report["lm"]["positions"] == 256 and report["lm"]["fine_tune_steps"] == 2
     # measured on the task's own lengths
     assert 140 <= report["completion_tokens_mean"] <= 160
     card = (tmp_path / "a" / "TASKS.md").read_text()
-    assert "| long |" in card and "lm_long: 256 positions, 2 fine-tuning steps" in card
+    assert (
+        "| long |" in card
+        and "lm_long: 256 positions, 2 fine-tuning steps on 176-token windows" in card
+    )
     with pytest.raises(ValueError, match="has no tokenizer"):
         build_long(tmp_path / "empty", cfg)
 

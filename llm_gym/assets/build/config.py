@@ -43,9 +43,12 @@ class BuildConfig:
     eval_new_tokens: int = 32
     threads: int = 1
     # the long task's models (llm-gym build-assets --task long)
-    long_context: int = 256  # positions of its LM and RM: prompt + 140-160 new tokens fit
-    long_lm_steps: int = 600  # fine-tuning of the embedded LM at long_context
+    long_context: int = 256  # positions of its LM and RM (prompt + 140-160 new tokens fit)
+    long_window: int = 176  # their training windows: up to 168 tokens is all the task shows
+    long_lm_steps: int = 400  # fine-tuning of the embedded LM on long_window-token windows
     long_lm_lr: float = 1e-3
+    long_rm_steps: int = 1_500  # the long RM, trained from lm_long's weights
+    long_rm_lr: float = 3e-4  # rm_lr (1e-3) makes the LM-initialised RM collapse and recover
 
 
 def quick_config(seed: int = 0) -> BuildConfig:
@@ -60,6 +63,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
         held_out=100,
         lm_steps=20,
         long_lm_steps=20,
+        long_rm_steps=20,
         rm_steps=20,
         deep_rm_steps=20,
         eval_completions=32,

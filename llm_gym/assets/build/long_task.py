@@ -6,10 +6,15 @@ score, :data:`~llm_gym.assets.build.corpus.SCORE_SCALE` x VADER compound) at
 128 positions of the embedded LM and reward models, so the task brings both:
 
 - ``lm_long``: the embedded LM with its position table extended to
-  ``BuildConfig.long_context`` (positions past
-  128 start as copies of the first ones) and fine-tuned on windows of that length;
-- ``rm_long``: a one-layer sentiment RM (the default RM's design, whose last layer
-  is the faithful one) trained on windows up to that length.
+  ``BuildConfig.long_context`` (positions past 128 start as copies of the first
+  ones) and fine-tuned on windows of ``BuildConfig.long_window`` tokens, as long as
+  the task's prompt and completion together;
+- ``rm_long``: a sentiment RM trained from lm_long's weights (its three layers and
+  positions, a new score head), on windows up to that length. A one-layer RM, the
+  default RM's design, follows VADER at these lengths only loosely (Pearson about
+  0.6): a text of 140-176 tokens holds several sentiment words, each negated or
+  not by the word before it, and one layer cannot tell which negation goes with
+  which word; the LM's layers read word order already.
 
 The tokenizer, prompts and the other models are read, never rewritten, so the
 other tasks reproduce bit for bit. Holds :func:`extend_positions` and
@@ -47,7 +52,7 @@ from llm_gym.assets.build.training import train, train_rm
 from llm_gym.assets.world import generate_corpus
 from llm_gym.rewards.loading import load_tokenizer
 
-__all__ = ["LONG_NEW_TOKENS", "build_long", "extend_positions"]
+__all__ = ["LONG_NEW_TOKENS", "build_long", "extend_positions", "reward_model_from_lm"]
 
 #: the long task's completion lengths (its preset's), at which its models are measured
 LONG_NEW_TOKENS = (140, 160)
@@ -77,13 +82,37 @@ def extend_positions(lm: Any, positions: int) -> Any:
     return longer.eval()
 
 
+def reward_model_from_lm(lm_dir: Path, tokenizer: Any, seed: int) -> Any:
+    """A GPT-2 NEGATIVE/POSITIVE classifier holding the causal LM's layers and positions.
+
+    Its score head (the LM has none) is drawn under ``seed``; the LM head is dropped.
+    """
+    from transformers import GPT2ForSequenceClassification
+    from transformers.utils import logging
+
+    torch.manual_seed(seed)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the unused LM head and the new score head are meant
+    try:
+        rm = GPT2ForSequenceClassification.from_pretrained(
+            str(lm_dir),
+            num_labels=2,
+            id2label={0: "NEGATIVE", 1: "POSITIVE"},
+            label2id={"NEGATIVE": 0, "POSITIVE": 1},
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+    return rm
+
+
 def _fine_tune_lm(
     lm: Any, cfg: BuildConfig, stream: np.ndarray, starts: np.ndarray, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
 
     def batch(_: int) -> torch.Tensor:
-        return torch.from_numpy(windows(stream, starts, rng, cfg.lm_batch, cfg.long_context))
+        return torch.from_numpy(windows(stream, starts, rng, cfg.lm_batch, cfg.long_window))
 
     def loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return m(input_ids=ids, labels=ids).loss
@@ -105,7 +134,7 @@ def build_long(out_dir: Path = ASSET_DIR, cfg: BuildConfig | None = None) -> dic
     check_world(out_dir)
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    long_cfg = replace(cfg, context=cfg.long_context)
+    long_cfg = replace(cfg, context=cfg.long_window)
 
     corpus = generate_corpus(cfg.n_reviews + cfg.held_out, seed=cfg.seed)
     tokenizer = load_tokenizer(str(out_dir / "tokenizer"))
@@ -113,7 +142,7 @@ def build_long(out_dir: Path = ASSET_DIR, cfg: BuildConfig | None = None) -> dic
     held_stream, held_starts = token_stream(tokenizer, corpus[cfg.n_reviews :])
     prompts = json.loads((out_dir / "prompts_reviews.json").read_text())
 
-    # 1. the LM: the embedded one, at long_context positions, fine-tuned on windows that long
+    # 1. the LM: the embedded one, at long_context positions, fine-tuned on long_window windows
     base = AutoModelForCausalLM.from_pretrained(str(out_dir / "lm")).eval()
     base_perplexity = perplexity(base, held_stream, held_starts, cfg)  # at its own 128
     lm = extend_positions(base, cfg.long_context)
@@ -123,15 +152,25 @@ def build_long(out_dir: Path = ASSET_DIR, cfg: BuildConfig | None = None) -> dic
     lm_report = {
         "positions": cfg.long_context,
         "fine_tune_steps": cfg.long_lm_steps,
+        "fine_tune_window": cfg.long_window,
         "held_out_perplexity": perplexity(lm, held_stream, held_starts, long_cfg),
         "held_out_perplexity_128": perplexity(lm, held_stream, held_starts, cfg),
         "held_out_perplexity_128_before": base_perplexity,
     }
     print(f"lm long: {json.dumps(lm_report)}", flush=True)
 
-    # 2. the RM: one layer, VADER's score, half its windows 45 to long_context tokens long
+    # 2. the RM: lm_long's layers and a new score head, VADER's score, half its windows
+    # 45 to long_window tokens long
     rm = train_rm(
-        long_cfg, tokenizer, stream, starts, 1, cfg.seed + 310, cfg.rm_steps, long_share=0.5
+        replace(cfg, context=cfg.long_window, rm_lr=cfg.long_rm_lr),
+        tokenizer,
+        stream,
+        starts,
+        lm.config.n_layer,
+        cfg.seed + 310,
+        cfg.long_rm_steps,
+        long_share=0.5,
+        model=reward_model_from_lm(out_dir / "lm_long", tokenizer, cfg.seed + 310),
     )
     rm_dir = out_dir / "rm_long"
     rm.save_pretrained(str(rm_dir))
@@ -169,7 +208,9 @@ def build_long(out_dir: Path = ASSET_DIR, cfg: BuildConfig | None = None) -> dic
         completion_tokens_mean=float(np.mean([len(c) for c in samples.completion_ids])),
         lm=lm_report,
         seed=cfg.seed,
-        rm_steps=cfg.rm_steps,
+        rm_steps=cfg.long_rm_steps,
+        rm_init="lm_long",
+        rm_lr=cfg.long_rm_lr,
         build_seconds=time.perf_counter() - started,
     )
     record_task_report("long", report, out_dir)

@@ -179,9 +179,10 @@ def write_tasks_card(reports: dict[str, Any], out_dir: Path) -> None:
         "whose per-word terms are the sentiment oracle), at 140-160 new tokens, the ABC paper's "
         "longest setting. Prompt and completion take up to 168 tokens, past the 128 positions of "
         "the embedded models, so it brings its own LM (lm_long: the embedded LM with its "
-        "positions extended to 256 and fine-tuned on 256-token windows) and RM (rm_long: one "
-        "layer, like the default RM, at 256 positions); its row is measured on lm_long's "
-        "completions at 140-160 tokens.",
+        "positions extended to 256 and fine-tuned on 176-token windows) and RM (rm_long: "
+        "lm_long's three layers and a score head, trained on the score; a one-layer RM cannot "
+        "pair each negation with its word in texts this long); its row is measured on "
+        "lm_long's completions at 140-160 tokens.",
         "",
         "Fidelity: the scoring row's head-mean attention over the completion against the rule's "
         "|term| per token (mass ratio: attention mass on relevant tokens / their share, chance 1; "
@@ -224,9 +225,9 @@ def write_tasks_card(reports: dict[str, Any], out_dir: Path) -> None:
         lm = reports["long"]["lm"]
         lines += [
             "",
-            f"lm_long: {lm['positions']} positions, {lm['fine_tune_steps']} fine-tuning steps; "
-            f"held-out perplexity {lm['held_out_perplexity']:.2f} on {lm['positions']}-token "
-            f"windows, {lm['held_out_perplexity_128']:.2f} on 128-token windows (the embedded "
+            f"lm_long: {lm['positions']} positions, {lm['fine_tune_steps']} fine-tuning steps "
+            f"on {lm.get('fine_tune_window', lm['positions'])}-token windows; held-out perplexity "
+            f"{lm['held_out_perplexity']:.2f} on windows that long, {lm['held_out_perplexity_128']:.2f} on 128-token windows (the embedded "
             f"LM: {lm['held_out_perplexity_128_before']:.2f}).",
         ]
     (Path(out_dir) / "TASKS.md").write_text("\n".join(lines) + "\n")

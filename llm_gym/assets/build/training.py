@@ -107,37 +107,41 @@ def train_rm(
     steps: int,
     target: Callable[[list[str]], np.ndarray] | None = None,
     long_share: float = 0.2,
+    model: Any | None = None,
 ) -> Any:
     """A GPT-2 classifier (NEGATIVE/POSITIVE) whose logit difference learns a score of the text.
 
     ``target`` maps window texts to scores (default: the VADER score,
     :func:`~llm_gym.assets.build.corpus.vader_scores`; a task's rule, e.g.
     :meth:`llm_gym.assets.rules.WorldRule.scores`). Trained on windows of 6-44 tokens,
-    and with probability ``long_share`` of 45-128, with soft labels
+    and with probability ``long_share`` of 45 to ``cfg.context``, with soft labels
     p(positive) = sigmoid(target), which drives logit(pos) - logit(neg) to the target.
+    ``model`` (a GPT2ForSequenceClassification) is trained in place of a new one of
+    ``layers`` layers; either way the windows are at most ``cfg.context`` tokens.
     """
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=cfg.context,
-        n_embd=cfg.rm_width,
-        n_layer=layers,
-        n_head=cfg.rm_heads,
-        # transformers 5 takes num_labels through PretrainedConfig's keyword arguments,
-        # which GPT2Config's typed signature leaves out
-        num_labels=2,  # type: ignore[call-arg]
-        id2label={0: "NEGATIVE", 1: "POSITIVE"},
-        label2id={"NEGATIVE": 0, "POSITIVE": 1},
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
     torch.manual_seed(seed)
-    model = GPT2ForSequenceClassification(config)
+    if model is None:
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=cfg.context,
+            n_embd=cfg.rm_width,
+            n_layer=layers,
+            n_head=cfg.rm_heads,
+            # transformers 5 takes num_labels through PretrainedConfig's keyword arguments,
+            # which GPT2Config's typed signature leaves out
+            num_labels=2,  # type: ignore[call-arg]
+            id2label={0: "NEGATIVE", 1: "POSITIVE"},
+            label2id={"NEGATIVE": 0, "POSITIVE": 1},
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        model = GPT2ForSequenceClassification(config)
     rng = np.random.default_rng(seed + 1)
     if target is None:
         analyzer = vader_analyzer()
@@ -161,6 +165,6 @@ def train_rm(
         logp = torch.log_softmax(logits, -1)
         return -(p * logp[:, 1] + (1 - p) * logp[:, 0]).mean()
 
-    train(model, steps, cfg.rm_lr, batch, loss, f"rm{layers}")
+    train(model, steps, cfg.rm_lr, batch, loss, f"rm{model.config.n_layer}")
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
