@@ -174,6 +174,7 @@ def _compare(args: argparse.Namespace) -> None:
         "gae_lambda": args.gae_lambda,
         "kl_target": args.kl_target,
         "kl_horizon": args.kl_horizon,
+        "kl_coef_max": args.kl_coef_max,
         "reward_model": args.reward_model,
         "abc_layers": tuple(args.abc_layers) if args.abc_layers else None,
         "max_new_tokens": args.new_tokens,
@@ -385,6 +386,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="timesteps over which the KL coefficient moves by its clipped error (default 10000; "
         "smaller adapts faster)",
+    )
+    compare.add_argument(
+        "--kl-coef-max",
+        type=float,
+        default=None,
+        help="cap on the controlled KL coefficient (default 1.0; a long completion may need "
+        "more to hold a per-completion target)",
     )
     compare.add_argument(
         "--kl-controller",

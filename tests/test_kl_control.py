@@ -214,3 +214,35 @@ def test_the_noise_table_separates_fresh_noise_from_movement_that_persists():
     assert float(cells[3]) == pytest.approx(np.mean([c[30:].std(ddof=1) for c in white]), abs=0.006)
     assert float(cells[4]) == pytest.approx(np.mean(white, axis=0)[30:].std(ddof=1), abs=0.006)
     assert detrended_autocorrelation(np.ones(10)) != detrended_autocorrelation(np.ones(10))  # nan
+
+
+def test_the_coefficient_cap_reaches_the_agents_and_the_replay():
+    from llm_gym.experiments.runs import make_agent
+
+    preset = ComparePreset(n_envs=2, max_new_tokens=4, kl_controller="pid", kl_coef_max=4.0)
+    assert make_agent("sparse", 0, preset).kl.coef_max == 4.0
+    group = ComparePreset(n_envs=4, max_new_tokens=4, agent="rloo", group_size=2, kl_coef_max=3.0)
+    assert make_agent("sparse", 0, group).kl.coef_max == 3.0
+    # a KL far above target drives the coefficient to the cap, which the replay must share
+    kls = Curves({"sparse": {0: np.full(60, 30.0)}})
+    capped = coefficient_curves(kls, preset).values["sparse"][0]
+    default = coefficient_curves(kls, ComparePreset(kl_controller="pid")).values["sparse"][0]
+    assert capped.max() == 4.0 and default.max() == 1.0
+    with pytest.raises(ValueError, match="kl_coef_max must be a number > 0, got 0"):
+        ComparePreset(kl_coef_max=0)
+
+
+def test_kl_coef_max_from_the_command_line(tmp_path, monkeypatch):
+    import llm_gym.experiments.compare as compare
+    from llm_gym.cli import main as cli_main
+
+    seen: list[ComparePreset] = []
+
+    def record(preset, out, **kwargs):
+        seen.append(preset)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(compare, "run_compare", record)
+    with pytest.raises(SystemExit):
+        cli_main(["compare", "--kl-coef-max", "2.5", "--out", str(tmp_path)])
+    assert seen and seen[0].kl_coef_max == 2.5

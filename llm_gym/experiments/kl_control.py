@@ -58,7 +58,11 @@ def rollout_steps(preset: ComparePreset) -> int:
 def coefficient_curves(kls: Curves, preset: ComparePreset) -> Curves:
     """The KL coefficient each run charged in each update, replayed from its KL curve."""
     controller = make_kl_controller(
-        preset.kl_controller, preset.kl_coef, preset.kl_target, preset.kl_horizon
+        preset.kl_controller,
+        preset.kl_coef,
+        preset.kl_target,
+        preset.kl_horizon,
+        preset.kl_coef_max,
     )
     steps = rollout_steps(preset)
     return Curves(

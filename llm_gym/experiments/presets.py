@@ -40,6 +40,7 @@ class ComparePreset:
     kl_coef: float = 0.05
     kl_target: float | None = 6.0
     kl_horizon: int = 10_000  # timesteps over which the KL coefficient moves by its clipped error
+    kl_coef_max: float = 1.0  # cap on the controlled KL coefficient
     reward_model: str | None = None  # bundled name, hub id or folder; None: the task's own
     max_new_tokens: int | tuple[int, int] | None = None
     policy: str | None = None  # hub id or folder of a causal LM; None: the task's (embedded) LM
@@ -103,6 +104,8 @@ class ComparePreset:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not isinstance(self.kl_coef, (int, float)) or self.kl_coef < 0:
             raise ValueError(f"kl_coef must be a number >= 0, got {self.kl_coef!r}")
+        if not isinstance(self.kl_coef_max, (int, float)) or self.kl_coef_max <= 0:
+            raise ValueError(f"kl_coef_max must be a number > 0, got {self.kl_coef_max!r}")
         if self.kl_target is not None and (
             not isinstance(self.kl_target, (int, float)) or self.kl_target <= 0
         ):
