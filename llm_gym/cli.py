@@ -175,6 +175,7 @@ def _compare(args: argparse.Namespace) -> None:
         "kl_target": args.kl_target,
         "kl_horizon": args.kl_horizon,
         "kl_coef_max": args.kl_coef_max,
+        "kl_step_fraction": args.kl_step_fraction,
         "reward_model": args.reward_model,
         "abc_layers": tuple(args.abc_layers) if args.abc_layers else None,
         "max_new_tokens": args.new_tokens,
@@ -393,6 +394,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="cap on the controlled KL coefficient (default 1.0; a long completion may need "
         "more to hold a per-completion target)",
+    )
+    compare.add_argument(
+        "--kl-step-fraction",
+        type=float,
+        default=None,
+        help="PPO: a constrained update, stopping each update's epochs once it spends this "
+        "fraction of the per-token KL budget left to --kl-target (default: off)",
     )
     compare.add_argument(
         "--kl-controller",

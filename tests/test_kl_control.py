@@ -246,3 +246,119 @@ def test_kl_coef_max_from_the_command_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         cli_main(["compare", "--kl-coef-max", "2.5", "--out", str(tmp_path)])
     assert seen and seen[0].kl_coef_max == 2.5
+
+
+def test_update_kl_limit_spends_a_fraction_of_the_budget_left():
+    from llm_gym.agents.kl import update_kl_limit
+
+    assert update_kl_limit(kl=1.0, target=4.0, length=10, fraction=0.5) == pytest.approx(0.15)
+    assert update_kl_limit(kl=4.0, target=4.0, length=10, fraction=0.5) == 1e-4  # at target
+    assert update_kl_limit(kl=9.0, target=4.0, length=10, fraction=0.5, floor=0.01) == 0.01
+    assert update_kl_limit(kl=float("nan"), target=4.0, length=10, fraction=0.5) == 1e-4
+    with pytest.raises(ValueError, match="fraction must be a finite number > 0, got -0.5"):
+        update_kl_limit(kl=1.0, target=4.0, length=10, fraction=-0.5)
+    with pytest.raises(ValueError, match="length must be a finite number > 0, got 0"):
+        update_kl_limit(kl=1.0, target=4.0, length=0, fraction=0.5)
+
+
+class TrainRecorder(BaseCallback):
+    """Each update's ``target_kl`` and how many epochs SB3's PPO ran, read after the update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[float | None] = []
+        self.epochs: list[int] = []
+        self.stats: list[dict[str, float]] = []
+        self._updates_before = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        # the update of the previous rollout has run: SB3 counts one per epoch it ran
+        if self.stats:
+            self.epochs.append(self.model._n_updates - self._updates_before)
+            self.limits.append(self.model.target_kl)
+        self._updates_before = self.model._n_updates
+
+    def _on_rollout_end(self) -> None:
+        self.stats.append(dict(self.model.rollout_stats))
+
+
+def _constrained_model(fraction: float | None, kl_target: float) -> TokenPPO:
+    return TokenPPO(
+        "CausalLMPolicy",
+        make_env(max_new_tokens=4, eos_ends_episode=False),
+        n_steps=4,
+        batch_size=2,
+        n_envs=4,
+        n_epochs=4,
+        seed=0,
+        learning_rate=3e-3,
+        kl_target=kl_target,
+        kl_controller="pid",
+        kl_step_fraction=fraction,
+    )
+
+
+def test_a_constrained_update_sets_target_kl_from_the_budget_and_stops_its_epochs():
+    from llm_gym.agents.kl import update_kl_limit
+
+    free = _constrained_model(None, kl_target=1e-6)
+    free_recorder = TrainRecorder()
+    free.learn(4 * 4 * 4, callback=free_recorder)
+    assert free.target_kl is None and free_recorder.epochs == [4, 4, 4]
+
+    # a target below any KL the policy can have: every update is held to the floor
+    held = _constrained_model(0.5, kl_target=1e-6)
+    recorder = TrainRecorder()
+    held.learn(4 * 4 * 4, callback=recorder)
+    expected = [
+        update_kl_limit(s["kl_per_completion"], 1e-6, s["completion_length"], 0.5)
+        for s in recorder.stats[: len(recorder.limits)]
+    ]
+    assert recorder.limits == expected == [1e-4] * 3
+    assert max(recorder.epochs) < 4  # SB3 stopped the epochs early under the limit
+
+    # a target far above the KL: the limit is the budget's fraction, the update runs free
+    loose = _constrained_model(0.5, kl_target=1e3)
+    loose_recorder = TrainRecorder()
+    loose.learn(4 * 4 * 4, callback=loose_recorder)
+    assert loose_recorder.limits == [
+        update_kl_limit(s["kl_per_completion"], 1e3, s["completion_length"], 0.5)
+        for s in loose_recorder.stats[:3]
+    ]
+    assert loose_recorder.epochs == [4, 4, 4]
+
+
+def test_constrained_update_options_are_checked(tmp_path, monkeypatch):
+    from llm_gym.experiments.runs import make_agent
+
+    env = make_env(max_new_tokens=4)
+    with pytest.raises(ValueError, match="kl_step_fraction=0.5 needs a kl_target"):
+        TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, kl_target=None, kl_step_fraction=0.5)
+    with pytest.raises(ValueError, match="pass kl_step_fraction or target_kl, not both"):
+        TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, kl_step_fraction=0.5, target_kl=0.1)
+    with pytest.raises(ValueError, match="fraction must be a finite number > 0, got 0"):
+        TokenPPO("CausalLMPolicy", env, n_steps=4, n_envs=2, kl_step_fraction=0.0)
+    with pytest.raises(ValueError, match="kl_step_fraction must be None or a number > 0"):
+        ComparePreset(kl_step_fraction=-1.0)
+    with pytest.raises(ValueError, match="needs agent 'ppo' and a kl_target; got agent='rloo'"):
+        ComparePreset(agent="rloo", kl_step_fraction=0.5)
+    preset = ComparePreset(n_envs=2, max_new_tokens=4, kl_controller="pid", kl_step_fraction=0.3)
+    assert make_agent("sparse", 0, preset).kl_step_fraction == 0.3
+    assert ComparePreset().kl_step_fraction is None  # what every folder before it ran
+
+    import llm_gym.experiments.compare as compare
+    from llm_gym.cli import main as cli_main
+
+    seen: list[ComparePreset] = []
+
+    def record(preset, out, **kwargs):
+        seen.append(preset)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(compare, "run_compare", record)
+    with pytest.raises(SystemExit):
+        cli_main(["compare", "--kl-step-fraction", "0.25", "--out", str(tmp_path)])
+    assert seen and seen[0].kl_step_fraction == 0.25

@@ -39,6 +39,7 @@ __all__ = [
     "reference_log_probs",
     "reference_logits",
     "state_kl",
+    "update_kl_limit",
 ]
 
 #: the controllers an agent's ``kl_controller`` option names
@@ -443,3 +444,33 @@ def kl_per_completion(kl: np.ndarray, lengths: Sequence[float]) -> float:
     """Mean per-token KL times the mean completion length (the rollout's length without episodes)."""
     length = float(np.mean(lengths)) if len(lengths) else float(len(kl))
     return float(kl.mean()) * length
+
+
+def update_kl_limit(
+    kl: float, target: float, length: float, fraction: float, floor: float = 1e-4
+) -> float:
+    """The per-token KL an update may move the policy, given the budget left to the reference.
+
+    A constrained update (``TokenPPO(kl_step_fraction=...)``): the budget left,
+    ``target - kl`` nats per completion, spread over the ``length`` tokens of a
+    completion, of which the update may spend ``fraction``; at or above the target
+    the update is held to ``floor``. The result is SB3's PPO ``target_kl`` for the
+    next update (its epochs stop once a minibatch's approximate KL between the
+    rollout's policy and the updated one exceeds 1.5 times it). A heuristic: the KL
+    to the reference is not the sum of the steps' KLs, so the penalty still holds
+    the target and the limit slows the updates that would overshoot it.
+
+    Example:
+        >>> update_kl_limit(kl=2.0, target=6.0, length=20, fraction=0.5)
+        0.1
+        >>> update_kl_limit(kl=7.0, target=6.0, length=20, fraction=0.5)
+        0.0001
+    """
+    for name, value in (("target", target), ("length", length), ("fraction", fraction)):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"update_kl_limit: {name} must be a finite number > 0, got {value!r}")
+    if not np.isfinite(floor) or floor <= 0:
+        raise ValueError(f"update_kl_limit: floor must be a finite number > 0, got {floor!r}")
+    if not np.isfinite(kl):
+        return floor
+    return round(max(fraction * (target - kl) / length, floor), 12)

@@ -34,6 +34,7 @@ from llm_gym.agents.kl import (
     check_kl_estimator,
     kl_per_completion,
     make_kl_controller,
+    update_kl_limit,
 )
 from llm_gym.agents.policy import CausalLMCore, CausalLMPolicy, check_token_spaces, load_causal_lm
 from llm_gym.agents.statistics import episode_summary, rollout_statistics
@@ -364,6 +365,11 @@ class TokenPPO(TokenCreditMixin, PPO):
             default: a clipped multiplicative step, about 2% per update with the
             default horizon) or ``"pid"`` (:class:`~llm_gym.agents.kl.PIDKLController`,
             which holds the target; ``kl_horizon`` is unused).
+        kl_step_fraction: a constrained update: before each update SB3's ``target_kl``
+            is set by :func:`~llm_gym.agents.kl.update_kl_limit` to this fraction of the
+            per-token KL budget left to ``kl_target`` (held to 1e-4 at or above it), so
+            the update stops its epochs early near the target. ``None`` (the default):
+            SB3's ``target_kl`` as given (off unless passed).
         kl_estimator: the KL per completion the controller reads (and logs):
             ``"sampled"`` (the log-ratio at the sampled tokens) or ``"exact"`` (each
             visited state's KL over the vocabulary: no token-sampling noise; logged
@@ -412,6 +418,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
         kl_estimator: str = "sampled",
+        kl_step_fraction: float | None = None,
         reference_model: str | None = None,
         reward_scale: float = 1.0,
         rollout_buffer_class: type[RolloutBuffer] | None = EpisodeRolloutBuffer,
@@ -432,6 +439,19 @@ class TokenPPO(TokenCreditMixin, PPO):
         # checks the KL options
         make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
         check_kl_estimator(kl_estimator)
+        if kl_step_fraction is not None:
+            if kl_target is None:
+                raise ValueError(
+                    f"kl_step_fraction={kl_step_fraction!r} needs a kl_target (the budget it "
+                    "spends), got kl_target=None"
+                )
+            if kwargs.get("target_kl") is not None:
+                raise ValueError(
+                    "pass kl_step_fraction or target_kl, not both: kl_step_fraction sets "
+                    f"target_kl before every update (got target_kl={kwargs['target_kl']!r})"
+                )
+            update_kl_limit(0.0, kl_target, 1.0, kl_step_fraction)  # checks the fraction
+        self.kl_step_fraction = kl_step_fraction
         rollout_buffer_class = token_buffer_class(rollout_buffer_class)
         env = token_vec_env("TokenPPO", env, n_envs, env_factory)
         self._init_token_credit(
@@ -463,3 +483,14 @@ class TokenPPO(TokenCreditMixin, PPO):
             _init_setup_model=_init_setup_model,
             **kwargs,
         )
+
+    def train(self) -> None:
+        """SB3's PPO update; with ``kl_step_fraction``, under a ``target_kl`` from the KL budget left."""
+        kl = self.rollout_stats.get("kl_per_completion")
+        length = self.rollout_stats.get("completion_length")
+        if self.kl_step_fraction is not None and kl is not None and length:
+            target = self.kl.target
+            assert target is not None  # checked in __init__
+            self.target_kl = update_kl_limit(kl, target, length, self.kl_step_fraction)
+            self.logger.record("train/target_kl", self.target_kl)
+        super().train()

@@ -41,6 +41,9 @@ class ComparePreset:
     kl_target: float | None = 6.0
     kl_horizon: int = 10_000  # timesteps over which the KL coefficient moves by its clipped error
     kl_coef_max: float = 1.0  # cap on the controlled KL coefficient
+    # PPO only: a constrained update spending this fraction of the KL budget left
+    # (TokenPPO's kl_step_fraction); None: unconstrained, as before it existed
+    kl_step_fraction: float | None = None
     reward_model: str | None = None  # bundled name, hub id or folder; None: the task's own
     max_new_tokens: int | tuple[int, int] | None = None
     policy: str | None = None  # hub id or folder of a causal LM; None: the task's (embedded) LM
@@ -106,6 +109,16 @@ class ComparePreset:
             raise ValueError(f"kl_coef must be a number >= 0, got {self.kl_coef!r}")
         if not isinstance(self.kl_coef_max, (int, float)) or self.kl_coef_max <= 0:
             raise ValueError(f"kl_coef_max must be a number > 0, got {self.kl_coef_max!r}")
+        if self.kl_step_fraction is not None:
+            if not isinstance(self.kl_step_fraction, (int, float)) or self.kl_step_fraction <= 0:
+                raise ValueError(
+                    f"kl_step_fraction must be None or a number > 0, got {self.kl_step_fraction!r}"
+                )
+            if self.kl_target is None or self.agent != "ppo":
+                raise ValueError(
+                    f"kl_step_fraction={self.kl_step_fraction!r} needs agent 'ppo' and a "
+                    f"kl_target; got agent={self.agent!r}, kl_target={self.kl_target!r}"
+                )
         if self.kl_target is not None and (
             not isinstance(self.kl_target, (int, float)) or self.kl_target <= 0
         ):

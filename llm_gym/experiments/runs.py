@@ -143,6 +143,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
         kl_coef_max=preset.kl_coef_max,
         kl_controller=preset.kl_controller,
         kl_estimator=preset.kl_estimator,
+        kl_step_fraction=preset.kl_step_fraction,
         policy_kwargs=_policy_kwargs(preset, _task(env)),
         seed=seed,
         device=device,
