@@ -232,7 +232,8 @@ def test_the_coefficient_cap_reaches_the_agents_and_the_replay():
         ComparePreset(kl_coef_max=0)
 
 
-def test_kl_coef_max_from_the_command_line(tmp_path, monkeypatch):
+def _command_line_preset(argv: list[str], monkeypatch) -> ComparePreset:
+    """The preset ``llm-gym compare`` would run with ``argv`` (stopped before training)."""
     import llm_gym.experiments.compare as compare
     from llm_gym.cli import main as cli_main
 
@@ -244,8 +245,14 @@ def test_kl_coef_max_from_the_command_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(compare, "run_compare", record)
     with pytest.raises(SystemExit):
-        cli_main(["compare", "--kl-coef-max", "2.5", "--out", str(tmp_path)])
-    assert seen and seen[0].kl_coef_max == 2.5
+        cli_main(["compare", *argv])
+    assert len(seen) == 1
+    return seen[0]
+
+
+def test_kl_coef_max_from_the_command_line(tmp_path, monkeypatch):
+    preset = _command_line_preset(["--kl-coef-max", "2.5", "--out", str(tmp_path)], monkeypatch)
+    assert preset.kl_coef_max == 2.5
 
 
 def test_update_kl_limit_spends_a_fraction_of_the_budget_left():
@@ -349,16 +356,5 @@ def test_constrained_update_options_are_checked(tmp_path, monkeypatch):
     assert make_agent("sparse", 0, preset).kl_step_fraction == 0.3
     assert ComparePreset().kl_step_fraction is None  # what every folder before it ran
 
-    import llm_gym.experiments.compare as compare
-    from llm_gym.cli import main as cli_main
-
-    seen: list[ComparePreset] = []
-
-    def record(preset, out, **kwargs):
-        seen.append(preset)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(compare, "run_compare", record)
-    with pytest.raises(SystemExit):
-        cli_main(["compare", "--kl-step-fraction", "0.25", "--out", str(tmp_path)])
-    assert seen and seen[0].kl_step_fraction == 0.25
+    argv = ["--kl-step-fraction", "0.25", "--out", str(tmp_path)]
+    assert _command_line_preset(argv, monkeypatch).kl_step_fraction == 0.25
