@@ -187,6 +187,7 @@ def _compare(args: argparse.Namespace) -> None:
         "group_size": args.group_size,
         "kl_controller": args.kl_controller,
         "kl_estimator": args.kl_estimator,
+        "kl_pid_gains": tuple(args.kl_pid_gains) if args.kl_pid_gains else None,
         "task": args.task,
     }
     if args.tasks and not args.suite:
@@ -408,6 +409,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["adaptive", "pid"],
         help="how the KL coefficient follows --kl-target: adaptive (default; about 2%% per "
         "update, as the results folders before pid) or pid (holds the target)",
+    )
+    compare.add_argument(
+        "--kl-pid-gains",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("KP", "KI", "KD"),
+        help="gains of --kl-controller pid, in coefficient units per update (default 0.15 "
+        "0.08 0; a target that needs a coefficient of several units needs larger ones)",
     )
     compare.add_argument(
         "--kl-estimator",

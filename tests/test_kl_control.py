@@ -358,3 +358,117 @@ def test_constrained_update_options_are_checked(tmp_path, monkeypatch):
 
     argv = ["--kl-step-fraction", "0.25", "--out", str(tmp_path)]
     assert _command_line_preset(argv, monkeypatch).kl_step_fraction == 0.25
+
+
+def test_band_sides_table_splits_misses_by_side_and_penalty_state():
+    from llm_gym.experiments.kl_control import kl_band_sides_table
+
+    kls = Curves(
+        {
+            "sparse": {
+                0: np.r_[np.full(20, 3.0), np.full(20, 6.0)],
+                1: np.r_[np.full(10, 3.0), np.full(10, 9.0), np.full(20, 12.0)],
+            }
+        }
+    )
+    # seed-mean KL: 3 (updates 0-9, below 4.5), 6 (10-19, inside), 9 (20-39, above 7.5)
+    coefs = Curves(
+        {
+            "sparse": {
+                0: np.r_[np.zeros(20), np.full(20, 0.1)],
+                1: np.r_[np.zeros(10), np.full(30, 0.2)],
+            }
+        }
+    )
+    table = kl_band_sides_table(kls, coefs, 6.0, start=0, smoothing=1)
+    # below: both runs' penalty off; inside: seed 0's only; above: neither
+    assert table.splitlines()[2] == "| sparse | 2 | 25% | 50% | 100% | 50% | 0% |"
+    # from update 10 on nothing is below the band: no share of runs to report there
+    later = kl_band_sides_table(kls, coefs, 6.0, start=10, smoothing=1).splitlines()[2]
+    assert later == "| sparse | 2 | 0% | 67% | - | 50% | 0% |"
+
+
+def test_a_run_held_below_the_target_has_the_pid_penalty_off():
+    from llm_gym.experiments.kl_control import kl_band_sides_table
+
+    kls = Curves({"sparse": {0: np.full(60, 2.0)}})  # a third of the 6-nat target throughout
+    coefs = coefficient_curves(kls, ComparePreset(kl_controller="pid"))
+    # the integral empties within a few updates; from then on the coefficient is 0
+    assert coefs.values["sparse"][0][30:].max() == 0.0
+    row = kl_band_sides_table(kls, coefs, 6.0).splitlines()[2]
+    assert row == "| sparse | 1 | 100% | 0% | 100% | - | - |"
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.15, 0.4])
+def test_larger_pid_gains_hold_a_target_that_needs_a_large_coefficient(rate):
+    # drive 21 needs a coefficient of 3.5 to hold 6 nats (as the 146-token long task):
+    # the default gains take over a hundred updates to reach it; about six times them do not
+    def held(gains):
+        controller = make_kl_controller("pid", 0.05, 6.0, coef_max=5.0, pid_gains=gains)
+        return smooth(run_stub(controller, drive=21.0, rate=rate), 5)[30:]
+
+    default, scaled = held(None), held((1.0, 0.5, 0.0))
+    assert default.max() > 1.25 * 6.0
+    assert scaled.min() >= 0.75 * 6.0 and scaled.max() <= 1.25 * 6.0, (scaled.min(), scaled.max())
+
+
+def test_pid_gains_reach_the_agents_and_the_replay(tmp_path, monkeypatch):
+    from llm_gym.agents import TokenRLOO
+    from llm_gym.experiments.runs import make_agent
+
+    gains = (0.75, 0.4, 0.1)
+    preset = ComparePreset(n_envs=2, max_new_tokens=4, kl_controller="pid", kl_pid_gains=gains)
+    kl = make_agent("sparse", 0, preset).kl
+    assert (kl.kp, kl.ki, kl.kd) == gains
+    group = ComparePreset(
+        n_envs=4, max_new_tokens=4, agent="rloo", group_size=2, kl_controller="pid"
+    )
+    assert isinstance(make_agent("sparse", 0, group).kl, PIDKLController)
+    import gymnasium as gym
+
+    envs = gym.make_vec("LLMCompletion-v0", num_envs=4, group_size=2, max_new_tokens=3)
+    rloo = TokenRLOO(
+        "CausalLMPolicy", envs, batch_size=6, seed=0, kl_controller="pid", kl_pid_gains=gains
+    )
+    assert (rloo.kl.kp, rloo.kl.ki, rloo.kl.kd) == gains
+    # the replay uses the gains the runs used
+    kls = Curves({"sparse": {0: np.r_[np.full(20, 9.0), np.full(20, 4.0)]}})
+    replayed = coefficient_curves(kls, preset).values["sparse"][0]
+    expected = coefficient_trace(
+        PIDKLController(0.05, 6.0, kp=0.75, ki=0.4, kd=0.1), kls.values["sparse"][0], 1
+    )
+    np.testing.assert_array_equal(replayed, expected)
+    default = coefficient_curves(kls, ComparePreset(kl_controller="pid")).values["sparse"][0]
+    assert not np.array_equal(replayed, default)
+    argv = [
+        "--kl-controller",
+        "pid",
+        "--kl-pid-gains",
+        "0.75",
+        "0.4",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    ]
+    assert _command_line_preset(argv, monkeypatch).kl_pid_gains == gains
+
+
+def test_pid_gain_options_are_checked():
+    with pytest.raises(
+        ValueError, match=r"kl_pid_gains=\(1, 2, 0\) are the gains of kl_controller 'pid'"
+    ):
+        ComparePreset(kl_pid_gains=(1, 2, 0))
+    with pytest.raises(
+        ValueError, match=r"three finite numbers >= 0 \(kp, ki, kd\), got \(1, -2, 0\)"
+    ):
+        ComparePreset(kl_controller="pid", kl_pid_gains=(1, -2, 0))
+    with pytest.raises(
+        ValueError, match=r"kl_pid_gains must be three numbers \(kp, ki, kd\), got \(1.0,\)"
+    ):
+        make_kl_controller("pid", 0.05, 6.0, pid_gains=(1.0,))
+    with pytest.raises(ValueError, match="got kl_controller='adaptive'"):
+        TokenPPO("CausalLMPolicy", make_env(), n_envs=2, n_steps=4, kl_pid_gains=(0.1, 0.1, 0.0))
+    with pytest.raises(
+        ValueError, match="PIDKLController: ki must be a finite number >= 0, got -1.0"
+    ):
+        make_kl_controller("pid", 0.05, 6.0, pid_gains=(0.1, -1.0, 0.0))

@@ -43,7 +43,7 @@ or a loss term with the k3 estimator ``exp(r) - r - 1``, ``r = log pi_ref - log 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -91,6 +91,7 @@ class _TokenGroupAlgorithm(TokenPPO):
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
         kl_estimator: str = "sampled",
+        kl_pid_gains: Sequence[float] | None = None,
         kl_mode: str = "reward",
         reference_model: str | None = None,
         reward_scale: float = 1.0,
@@ -144,6 +145,7 @@ class _TokenGroupAlgorithm(TokenPPO):
             kl_coef_max=kl_coef_max,
             kl_controller=kl_controller,
             kl_estimator=kl_estimator,
+            kl_pid_gains=kl_pid_gains,
             reference_model=reference_model,
             reward_scale=reward_scale,
             rollout_buffer_class=GroupRolloutBuffer,
@@ -266,6 +268,7 @@ class TokenRLOO(_TokenGroupAlgorithm):
         length_normalisation: tokens weigh ``1 / len(completion)``; False: ``1 / max_new_tokens``.
         kl_coef, kl_target, kl_horizon, kl_coef_max, kl_controller, kl_estimator: the KL
             controller and what it reads (as TokenPPO).
+        kl_pid_gains: ``(kp, ki, kd)`` of the ``"pid"`` controller (as TokenPPO).
         kl_mode: ``"reward"`` (a per-token reward penalty) or ``"loss"`` (k3 in the loss).
         reference_model: hub id or folder of the reference LM (``None``: the policy's).
         reward_scale: multiplies rewards before storage.

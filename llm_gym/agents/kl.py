@@ -224,25 +224,41 @@ def make_kl_controller(
     target: float | None,
     horizon: int = 10_000,
     coef_max: float = 1.0,
+    pid_gains: Sequence[float] | None = None,
 ) -> KLController | PIDKLController:
     """The KL controller an agent's ``kl_controller`` option names (its options checked).
 
     ``"adaptive"``: :class:`KLController` (``horizon`` sets its rate; fixed when
-    ``target`` is None); ``"pid"``: :class:`PIDKLController` with its default gains.
+    ``target`` is None); ``"pid"``: :class:`PIDKLController`, with ``pid_gains``
+    ``(kp, ki, kd)`` when given and its default gains otherwise. The gains are in
+    coefficient units per update, so a task that needs a larger coefficient to hold
+    its target (a long completion) needs larger gains to get there in time.
 
     Example:
-        >>> type(make_kl_controller("pid", 0.05, 6.0)).__name__
-        'PIDKLController'
+        >>> make_kl_controller("pid", 0.05, 6.0, coef_max=5.0, pid_gains=(0.6, 0.3, 0.0)).ki
+        0.3
         >>> make_kl_controller("fast", 0.05, 6.0)
         Traceback (most recent call last):
         ...
         ValueError: kl_controller must be one of ('adaptive', 'pid'), got 'fast'
     """
+    if kind not in KL_CONTROLLERS:
+        raise ValueError(f"kl_controller must be one of {KL_CONTROLLERS}, got {kind!r}")
+    if pid_gains is not None:
+        gains = tuple(pid_gains)
+        if kind != "pid":
+            raise ValueError(
+                f"kl_pid_gains={gains!r} are the gains of kl_controller='pid', got "
+                f"kl_controller={kind!r}"
+            )
+        if len(gains) != 3:
+            raise ValueError(f"kl_pid_gains must be three numbers (kp, ki, kd), got {gains!r}")
     if kind == "adaptive":
         return KLController(coef, target, horizon, coef_max)
-    if kind == "pid":
+    if pid_gains is None:
         return PIDKLController(coef, target, coef_max)
-    raise ValueError(f"kl_controller must be one of {KL_CONTROLLERS}, got {kind!r}")
+    kp, ki, kd = (float(g) for g in pid_gains)
+    return PIDKLController(coef, target, coef_max, kp=kp, ki=ki, kd=kd)
 
 
 def coefficient_trace(

@@ -13,7 +13,7 @@ memory per transition: 0 bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
@@ -259,6 +259,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
         kl_horizon: adaptive controller horizon in timesteps.
         kl_coef_max: cap on the adaptive coefficient.
         kl_controller: ``"adaptive"`` or ``"pid"`` (as TokenPPO).
+        kl_pid_gains: ``(kp, ki, kd)`` of the ``"pid"`` controller (as TokenPPO).
         kl_estimator: ``"sampled"`` or ``"exact"`` (as TokenPPO; the exact KL is that
             of the masked distribution).
         reward_scale: multiplies rewards before storage.
@@ -291,6 +292,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
         kl_estimator: str = "sampled",
+        kl_pid_gains: Sequence[float] | None = None,
         reward_scale: float = 1.0,
         rollout_buffer_class: type | None = ReferenceMaskRolloutBuffer,
         **kwargs: Any,
@@ -306,7 +308,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
             reward_scale=reward_scale,
         )
         # checks the KL options
-        make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
+        make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max, kl_pid_gains)
         check_kl_estimator(kl_estimator)
         rollout_buffer_class = token_buffer_class(
             rollout_buffer_class or ReferenceMaskRolloutBuffer
@@ -321,6 +323,7 @@ class TokenMaskablePPO(TokenCreditMixin, MaskablePPO):  # type: ignore[misc]
             reward_scale,
             kl_controller,
             kl_estimator,
+            kl_pid_gains,
         )
         super().__init__(
             policy,

@@ -12,7 +12,7 @@ per episode in updates). KL control is :mod:`llm_gym.agents.kl`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
@@ -138,8 +138,11 @@ class TokenCreditMixin(_AlgorithmBase):
         reward_scale: float,
         kl_controller: str = "adaptive",
         kl_estimator: str = "sampled",
+        kl_pid_gains: Sequence[float] | None = None,
     ) -> None:
-        self.kl = make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
+        self.kl = make_kl_controller(
+            kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max, kl_pid_gains
+        )
         self.kl_estimator = check_kl_estimator(kl_estimator)
         self.reference_model = reference_model
         self.reward_scale = reward_scale
@@ -365,6 +368,9 @@ class TokenPPO(TokenCreditMixin, PPO):
             default: a clipped multiplicative step, about 2% per update with the
             default horizon) or ``"pid"`` (:class:`~llm_gym.agents.kl.PIDKLController`,
             which holds the target; ``kl_horizon`` is unused).
+        kl_pid_gains: ``(kp, ki, kd)`` of the ``"pid"`` controller (``None``: its
+            defaults, 0.15, 0.08, 0). In coefficient units per update: a task whose
+            target needs a coefficient of several units needs gains to match.
         kl_step_fraction: a constrained update: before each update SB3's ``target_kl``
             is set by :func:`~llm_gym.agents.kl.update_kl_limit` to this fraction of the
             per-token KL budget left to ``kl_target`` (held to 1e-4 at or above it), so
@@ -418,6 +424,7 @@ class TokenPPO(TokenCreditMixin, PPO):
         kl_coef_max: float = 1.0,
         kl_controller: str = "adaptive",
         kl_estimator: str = "sampled",
+        kl_pid_gains: Sequence[float] | None = None,
         kl_step_fraction: float | None = None,
         reference_model: str | None = None,
         reward_scale: float = 1.0,
@@ -437,7 +444,7 @@ class TokenPPO(TokenCreditMixin, PPO):
             reward_scale=reward_scale,
         )
         # checks the KL options
-        make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max)
+        make_kl_controller(kl_controller, kl_coef, kl_target, kl_horizon, kl_coef_max, kl_pid_gains)
         check_kl_estimator(kl_estimator)
         if kl_step_fraction is not None:
             if kl_target is None:
@@ -463,6 +470,7 @@ class TokenPPO(TokenCreditMixin, PPO):
             reward_scale,
             kl_controller,
             kl_estimator,
+            kl_pid_gains,
         )
         super().__init__(
             policy,

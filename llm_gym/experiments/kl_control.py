@@ -7,7 +7,8 @@ controller settings; nothing else needs to be logged.
 
 Holds :func:`rollout_steps` (transitions per rollout of a preset's runs),
 :func:`coefficient_curves`, :func:`kl_band_table` (per method, how much of the run
-the seed-mean KL stayed within a band around the target), :func:`kl_noise_table`
+the seed-mean KL stayed within a band around the target), :func:`kl_band_sides_table`
+(on which side it left the band, and whether the penalty was on), :func:`kl_noise_table`
 (how much the KL each run measured moves from update to update, with
 :func:`detrended_autocorrelation`), :func:`plot_kl_control`
 and :func:`main` (``python -m llm_gym.experiments.kl_control CSV --out DIR``: the
@@ -31,6 +32,7 @@ from llm_gym.experiments.summary import Curves, load_curves, smooth
 __all__ = [
     "coefficient_curves",
     "detrended_autocorrelation",
+    "kl_band_sides_table",
     "kl_band_table",
     "kl_noise_table",
     "main",
@@ -63,6 +65,7 @@ def coefficient_curves(kls: Curves, preset: ComparePreset) -> Curves:
         preset.kl_target,
         preset.kl_horizon,
         preset.kl_coef_max,
+        preset.kl_pid_gains,
     )
     steps = rollout_steps(preset)
     return Curves(
@@ -131,6 +134,74 @@ def kl_band_table(
         ]
         if coefs is not None:
             cells.append(f"{coefs.seed_mean(method)[-10:].mean():.3f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    header[2] = header[2].format(end=end)
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+
+
+def kl_band_sides_table(
+    kls: Curves,
+    coefs: Curves,
+    target: float,
+    band: float = 0.25,
+    start: int = 30,
+    smoothing: int = 5,
+) -> str:
+    """Markdown: per method, on which side the seed-mean KL left the band, and whether the penalty was on.
+
+    A penalty coefficient is at least 0, so it can pull KL down but never push it
+    up: below the band a controller has done all it can once the coefficient is 0.
+    Columns: the share of updates from ``start`` on whose seed-mean KL (moving
+    average of ``smoothing``, as :func:`kl_band_table`) is below ``target * (1 -
+    band)`` and above ``target * (1 + band)``; then, over the updates below, in the
+    band and above, the share of runs whose coefficient in that rollout was 0 (the
+    penalty off; ``coefs`` as :func:`coefficient_curves` replays them).
+
+    Example:
+        >>> kls = Curves({"sparse": {0: np.r_[np.full(10, 3.0), np.full(10, 6.0)]}})
+        >>> coefs = Curves({"sparse": {0: np.r_[np.zeros(10), np.full(10, 0.1)]}})
+        >>> print(kl_band_sides_table(kls, coefs, 6.0, start=0, smoothing=1))
+        | method | seeds | below the band, updates 0-19 | above the band | runs with the penalty off: when below | in the band | when above |
+        |---|---|---|---|---|---|---|
+        | sparse | 1 | 50% | 0% | 100% | 0% | - |
+    """
+    low, high = (1 - band) * target, (1 + band) * target
+    header = [
+        "method",
+        "seeds",
+        f"below the band, updates {start}-{{end}}",
+        "above the band",
+        "runs with the penalty off: when below",
+        "in the band",
+        "when above",
+    ]
+    rows, end = [], 0
+    for method in kls.methods:
+        seeds = kls.seeds(method)
+        curve = smooth(kls.seed_mean(method), smoothing)
+        end = max(end, len(curve) - 1)
+        tail = curve[start:]
+        n = tail.size
+        off = np.full((len(seeds), n), np.nan)
+        for row, seed in enumerate(seeds):
+            run = np.asarray(coefs.values[method][seed][start : start + n], dtype=np.float64)
+            off[row, : run.size] = run == 0
+        off_share = np.nanmean(off, axis=0) if n else np.zeros(0)
+        sides = {
+            "below": tail < low,
+            "inside": (tail >= low) & (tail <= high),
+            "above": tail > high,
+        }
+        off_cells = [
+            f"{off_share[where].mean():.0%}" if where.any() else "-" for where in sides.values()
+        ]
+        cells = [
+            method,
+            str(len(seeds)),
+            f"{sides['below'].mean():.0%}" if n else "-",
+            f"{sides['above'].mean():.0%}" if n else "-",
+            *off_cells,
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     header[2] = header[2].format(end=end)
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
@@ -252,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--kl-controller", default="adaptive", choices=["adaptive", "pid"])
     parser.add_argument("--kl-target", type=float, default=None)
+    parser.add_argument("--kl-coef-max", type=float, default=None)
+    parser.add_argument("--kl-pid-gains", type=float, nargs=3, default=None, metavar="G")
     parser.add_argument("--new-tokens", type=int, default=None, help="the longest completion")
     parser.add_argument("--smoothing", type=int, default=5)
     parser.add_argument("--out", required=True, help="folder for kl_control.md and .png")
@@ -259,22 +332,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     preset = replace(PRESETS[args.preset], kl_controller=args.kl_controller)
     if args.kl_target is not None:
         preset = replace(preset, kl_target=args.kl_target)
+    if args.kl_coef_max is not None:
+        preset = replace(preset, kl_coef_max=args.kl_coef_max)
+    if args.kl_pid_gains is not None:
+        preset = replace(preset, kl_pid_gains=tuple(args.kl_pid_gains))
     if args.new_tokens is not None:
         preset = replace(preset, max_new_tokens=args.new_tokens)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kls = load_curves(args.csv, column="kl")
     plot_kl_control(args.csv, out / "kl_control.png", preset, args.smoothing)
-    table = kl_band_table(
-        kls,
-        preset.kl_target or 6.0,
-        smoothing=args.smoothing,
-        coefs=coefficient_curves(kls, preset),
-    )
+    target = preset.kl_target or 6.0
+    coefs = coefficient_curves(kls, preset)
+    table = kl_band_table(kls, target, smoothing=args.smoothing, coefs=coefs)
+    sides = kl_band_sides_table(kls, coefs, target, smoothing=args.smoothing)
     text = (
         f"# KL control of {args.csv}\n\nController: `{preset.kl_controller}`, target "
         f"{preset.kl_target:g} nats; coefficients replayed from the KL curves.\n\n{table}\n\n"
-        f"{kl_noise_table(kls)}\n\n![KL control](kl_control.png)\n"
+        f"{sides}\n\n{kl_noise_table(kls)}\n\n![KL control](kl_control.png)\n"
     )
     (out / "kl_control.md").write_text(text)
     print(text)

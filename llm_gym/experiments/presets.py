@@ -57,6 +57,8 @@ class ComparePreset:
     kl_controller: str = "adaptive"
     # "sampled" (the results folders before it existed) or "exact": what the controller reads
     kl_estimator: str = "sampled"
+    # (kp, ki, kd) of the "pid" controller; None: its default gains (the folders before it)
+    kl_pid_gains: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         # every setting is checked here, so a bad one fails before anything is written
@@ -74,6 +76,21 @@ class ComparePreset:
         check_kl_estimator(self.kl_estimator)
         if self.kl_controller == "pid" and self.kl_target is None:
             raise ValueError("kl_controller 'pid' needs a kl_target; got kl_target=None")
+        if self.kl_pid_gains is not None:
+            gains = tuple(self.kl_pid_gains)
+            if self.kl_controller != "pid":
+                raise ValueError(
+                    f"kl_pid_gains={gains!r} are the gains of kl_controller 'pid', got "
+                    f"kl_controller={self.kl_controller!r}"
+                )
+            if len(gains) != 3 or not all(
+                isinstance(g, (int, float)) and g >= 0 and g == g and abs(g) != float("inf")
+                for g in gains
+            ):
+                raise ValueError(
+                    f"kl_pid_gains must be three finite numbers >= 0 (kp, ki, kd), got {gains!r}"
+                )
+            object.__setattr__(self, "kl_pid_gains", tuple(float(g) for g in gains))
         if self.agent != "ppo" and self.n_envs % self.group_size:
             raise ValueError(
                 f"n_envs={self.n_envs} (--batch) is not a multiple of group_size="

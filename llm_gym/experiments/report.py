@@ -21,6 +21,7 @@ import numpy as np
 
 from llm_gym.experiments.kl_control import (
     coefficient_curves,
+    kl_band_sides_table,
     kl_band_table,
     kl_noise_table,
     plot_kl_control,
@@ -304,6 +305,7 @@ def write_report(
         ]
     if has_kl and preset.kl_target is not None:
         kls = load_curves(merged, column="kl")
+        coefs = coefficient_curves(kls, preset)
         plot_kl_control(merged, out / "kl_control.png", preset, smoothing)
         parts += [
             "",
@@ -320,9 +322,12 @@ def write_report(
             "coefficients are replayed from each run's KL curve (a controller is a deterministic "
             "function of the KL it saw).",
             "",
-            kl_band_table(
-                kls, preset.kl_target, smoothing=smoothing, coefs=coefficient_curves(kls, preset)
-            ),
+            kl_band_table(kls, preset.kl_target, smoothing=smoothing, coefs=coefs),
+            "",
+            "Where the seed-mean KL left the band, and the share of runs whose coefficient "
+            "was 0 there (a penalty can pull KL down, never push it up):",
+            "",
+            kl_band_sides_table(kls, coefs, preset.kl_target, smoothing=smoothing),
             "",
             "![KL control](kl_control.png)",
             "",
