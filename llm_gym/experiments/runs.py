@@ -104,6 +104,16 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
     from llm_gym.agents import TokenGRPO, TokenPPO, TokenRLOO
 
     torch.manual_seed(seed)
+    # the KL controller's settings, which every agent takes
+    kl_options: dict[str, Any] = {
+        "kl_coef": preset.kl_coef,
+        "kl_target": preset.kl_target,
+        "kl_horizon": preset.kl_horizon,
+        "kl_coef_max": preset.kl_coef_max,
+        "kl_controller": preset.kl_controller,
+        "kl_estimator": preset.kl_estimator,
+        "kl_pid_gains": preset.kl_pid_gains,
+    }
     if preset.agent != "ppo":
         envs = make_method_vector_env(method, preset)
         n_steps = preset.n_steps or int(_task(envs).new_tokens[1])
@@ -115,13 +125,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
             batch_size=min(preset.batch_size, n_steps * preset.n_envs),
             n_epochs=preset.n_epochs,
             learning_rate=preset.learning_rate,
-            kl_coef=preset.kl_coef,
-            kl_target=preset.kl_target,
-            kl_horizon=preset.kl_horizon,
-            kl_coef_max=preset.kl_coef_max,
-            kl_controller=preset.kl_controller,
-            kl_estimator=preset.kl_estimator,
-            kl_pid_gains=preset.kl_pid_gains,
+            **kl_options,
             policy_kwargs=_policy_kwargs(preset, _task(envs)),
             seed=seed,
             device=device,
@@ -138,13 +142,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
         n_epochs=preset.n_epochs,
         learning_rate=preset.learning_rate,
         gae_lambda=preset.gae_lambda,
-        kl_coef=preset.kl_coef,
-        kl_target=preset.kl_target,
-        kl_horizon=preset.kl_horizon,
-        kl_coef_max=preset.kl_coef_max,
-        kl_controller=preset.kl_controller,
-        kl_estimator=preset.kl_estimator,
-        kl_pid_gains=preset.kl_pid_gains,
+        **kl_options,
         kl_step_fraction=preset.kl_step_fraction,
         policy_kwargs=_policy_kwargs(preset, _task(env)),
         seed=seed,
