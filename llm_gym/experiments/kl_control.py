@@ -76,6 +76,11 @@ def coefficient_curves(kls: Curves, preset: ComparePreset) -> Curves:
     )
 
 
+def _markdown_table(header: Sequence[str], rows: Sequence[str]) -> str:
+    """A markdown table from its header cells and its already formatted rows."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+
+
 def kl_band_table(
     kls: Curves,
     target: float,
@@ -136,7 +141,7 @@ def kl_band_table(
             cells.append(f"{coefs.seed_mean(method)[-10:].mean():.3f}")
         rows.append("| " + " | ".join(cells) + " |")
     header[2] = header[2].format(end=end)
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+    return _markdown_table(header, rows)
 
 
 def kl_band_sides_table(
@@ -204,7 +209,7 @@ def kl_band_sides_table(
         ]
         rows.append("| " + " | ".join(cells) + " |")
     header[2] = header[2].format(end=end)
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+    return _markdown_table(header, rows)
 
 
 def detrended_autocorrelation(curve: np.ndarray, window: int = 15) -> float:
@@ -274,7 +279,7 @@ def kl_noise_table(kls: Curves, start: int = 30, window: int = 15) -> str:
         ]
         rows.append("| " + " | ".join(cells) + " |")
     header[2] = header[2].format(end=end)
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows])
+    return _markdown_table(header, rows)
 
 
 def plot_kl_control(

@@ -8,6 +8,7 @@ gain them and resume).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +85,7 @@ class ComparePreset:
                     f"kl_controller={self.kl_controller!r}"
                 )
             if len(gains) != 3 or not all(
-                isinstance(g, (int, float)) and g >= 0 and g == g and abs(g) != float("inf")
-                for g in gains
+                isinstance(g, (int, float)) and math.isfinite(g) and g >= 0 for g in gains
             ):
                 raise ValueError(
                     f"kl_pid_gains must be three finite numbers >= 0 (kp, ki, kd), got {gains!r}"
