@@ -188,6 +188,7 @@ def _compare(args: argparse.Namespace) -> None:
         "kl_controller": args.kl_controller,
         "kl_estimator": args.kl_estimator,
         "kl_pid_gains": tuple(args.kl_pid_gains) if args.kl_pid_gains else None,
+        "critic": args.critic,
         "task": args.task,
     }
     if args.tasks and not args.suite:
@@ -381,6 +382,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     compare.add_argument("--lr", type=float, default=None)
     compare.add_argument("--gae-lambda", type=float, default=None)
+    compare.add_argument(
+        "--critic",
+        default=None,
+        choices=["detached", "shared"],
+        help="TokenPPO's value function: detached (default; an MLP on the LM's stop-gradient "
+        "hidden state) or shared (a linear head whose value loss also trains the LM)",
+    )
     compare.add_argument("--kl-target", type=float, default=None)
     compare.add_argument(
         "--kl-horizon",

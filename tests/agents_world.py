@@ -40,3 +40,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def command_line_preset(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The preset ``llm-gym compare`` would run with ``argv`` (stopped before training)."""
+    import llm_gym.experiments.compare as compare
+    from llm_gym.cli import main as cli_main
+
+    seen: list[Any] = []
+
+    def record(preset, out, **kwargs):
+        seen.append(preset)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(compare, "run_compare", record)
+    with pytest.raises(SystemExit):
+        cli_main(["compare", *argv])
+    assert len(seen) == 1
+    return seen[0]

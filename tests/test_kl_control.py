@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from agents_world import make_env, one_thread  # noqa: F401
+from agents_world import command_line_preset, make_env, one_thread  # noqa: F401
 from stable_baselines3.common.callbacks import BaseCallback
 
 from llm_gym.agents import KLController, PIDKLController, TokenPPO
@@ -232,26 +232,8 @@ def test_the_coefficient_cap_reaches_the_agents_and_the_replay():
         ComparePreset(kl_coef_max=0)
 
 
-def _command_line_preset(argv: list[str], monkeypatch) -> ComparePreset:
-    """The preset ``llm-gym compare`` would run with ``argv`` (stopped before training)."""
-    import llm_gym.experiments.compare as compare
-    from llm_gym.cli import main as cli_main
-
-    seen: list[ComparePreset] = []
-
-    def record(preset, out, **kwargs):
-        seen.append(preset)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(compare, "run_compare", record)
-    with pytest.raises(SystemExit):
-        cli_main(["compare", *argv])
-    assert len(seen) == 1
-    return seen[0]
-
-
 def test_kl_coef_max_from_the_command_line(tmp_path, monkeypatch):
-    preset = _command_line_preset(["--kl-coef-max", "2.5", "--out", str(tmp_path)], monkeypatch)
+    preset = command_line_preset(["--kl-coef-max", "2.5", "--out", str(tmp_path)], monkeypatch)
     assert preset.kl_coef_max == 2.5
 
 
@@ -357,7 +339,7 @@ def test_constrained_update_options_are_checked(tmp_path, monkeypatch):
     assert ComparePreset().kl_step_fraction is None  # what every folder before it ran
 
     argv = ["--kl-step-fraction", "0.25", "--out", str(tmp_path)]
-    assert _command_line_preset(argv, monkeypatch).kl_step_fraction == 0.25
+    assert command_line_preset(argv, monkeypatch).kl_step_fraction == 0.25
 
 
 def test_band_sides_table_splits_misses_by_side_and_penalty_state():
@@ -450,7 +432,7 @@ def test_pid_gains_reach_the_agents_and_the_replay(tmp_path, monkeypatch):
         "--out",
         str(tmp_path),
     ]
-    assert _command_line_preset(argv, monkeypatch).kl_pid_gains == gains
+    assert command_line_preset(argv, monkeypatch).kl_pid_gains == gains
 
 
 def test_pid_gain_options_are_checked():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_gym.agents.kl import KL_CONTROLLERS, check_kl_estimator
+from llm_gym.agents.policy import CRITICS
 from llm_gym.envs.task import TASK_PRESETS, check_int, check_new_tokens, task_policy_path
 from llm_gym.experiments.methods import METHODS, check_methods, registry
 
@@ -60,6 +61,8 @@ class ComparePreset:
     kl_estimator: str = "sampled"
     # (kp, ki, kd) of the "pid" controller; None: its default gains (the folders before it)
     kl_pid_gains: tuple[float, float, float] | None = None
+    # TokenPPO's value function: "detached" (the folders before it) or "shared"
+    critic: str = "detached"
 
     def __post_init__(self) -> None:
         # every setting is checked here, so a bad one fails before anything is written
@@ -104,6 +107,13 @@ class ComparePreset:
                 tuple(m for m in METHODS if registry.lookup(m).runs_with(self.agent)),
             )
         check_methods(self.methods, agent=self.agent)
+        if self.critic not in CRITICS:
+            raise ValueError(f"critic must be one of {CRITICS}, got {self.critic!r}")
+        if self.critic != "detached" and self.agent != "ppo":
+            raise ValueError(
+                f"critic={self.critic!r} is TokenPPO's value function; agent {self.agent!r} "
+                "has no critic (leave critic 'detached')"
+            )
         for name, low in (
             ("seeds", 1),
             ("updates", 1),

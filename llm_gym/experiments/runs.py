@@ -67,12 +67,14 @@ def _task(env: gym.Env | gym.vector.VectorEnv) -> Any:
 
 
 def _policy_kwargs(preset: ComparePreset, task: Any) -> dict[str, Any] | None:
-    if preset.policy_path is None:
-        return None
-    kwargs: dict[str, Any] = {"model": preset.policy_path}
-    if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
-        kwargs["n_tokens"] = len(task.tokenizer)
-    return kwargs
+    kwargs: dict[str, Any] = {}
+    if preset.critic != "detached":  # the policy's default, left unnamed as before
+        kwargs["critic"] = preset.critic
+    if preset.policy_path is not None:
+        kwargs["model"] = preset.policy_path
+        if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
+            kwargs["n_tokens"] = len(task.tokenizer)
+    return kwargs or None
 
 
 def make_method_vector_env(method: str, preset: ComparePreset) -> gym.vector.VectorEnv:
