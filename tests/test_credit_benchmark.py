@@ -344,6 +344,52 @@ def test_suite_report_leaves_out_a_task_nothing_learned(tmp_path):
         write_suite_report(tmp_path, ["diffuse", "long"])
 
 
+def _write_curves(folder: Path, runs: dict[tuple[str, int], np.ndarray]) -> None:
+    rows = ["method,seed,update,score,kl"]
+    for (method, seed), scores in runs.items():
+        rows += [f"{method},{seed},{u},{x},0.0" for u, x in enumerate(scores)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "curves.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_suite_aggregate_covers_the_seeds_every_task_ran(tmp_path):
+    from llm_gym.experiments.suite import write_suite_report
+
+    rng = np.random.default_rng(0)
+
+    def runs(seeds):
+        return {
+            (m, s): np.linspace(0, k, 10) + 0.1 * rng.standard_normal(10)
+            for s in seeds
+            for m, k in (("sparse", 1.0), ("abc", 2.0))
+        }
+
+    default = runs(range(4))
+    # seed 3 of diffuse lacks abc, so only seeds 0-2 are complete there
+    diffuse = {k: v for k, v in runs(range(4)).items() if k != ("abc", 3)}
+    _write_curves(tmp_path / "all" / "default", default)
+    _write_curves(tmp_path / "all" / "diffuse", diffuse)
+    kept = {k: v for k, v in default.items() if k[1] < 3}
+    _write_curves(tmp_path / "kept" / "default", kept)
+    _write_curves(tmp_path / "kept" / "diffuse", {k: v for k, v in diffuse.items() if k[1] < 3})
+    options = {"tasks": ["default", "diffuse"], "reps": 100, "smoothing": 1}
+    text = write_suite_report(tmp_path / "all", **options)
+    assert "seeds 0-2 (runs per method" in text
+    assert "Left out here, so that every task weighs the same" in text
+    assert "default seeds 3; diffuse seeds 3." in text
+    # the aggregate is the one over the three common seeds alone
+    reference = write_suite_report(tmp_path / "kept", **options)
+    table = [line for line in text.splitlines() if line.startswith("| abc |")]
+    assert table and table == [
+        line for line in reference.splitlines() if line.startswith("| abc |")
+    ]
+    assert "Left out here" not in reference
+    _write_curves(tmp_path / "none" / "default", {k: v for k, v in default.items() if k[1] == 0})
+    _write_curves(tmp_path / "none" / "diffuse", {k: v for k, v in default.items() if k[1] == 1})
+    with pytest.raises(ValueError, match=r"no seed was run by every method \['sparse', 'abc'\]"):
+        write_suite_report(tmp_path / "none", **options)
+
+
 def test_report_warns_when_sparse_best_is_below_zero(tmp_path):
     from llm_gym.experiments.report import write_report
 

@@ -26,8 +26,8 @@ numbers against a hand-worked example and against ``rliable``'s own functions.
 
 Holds :func:`iqm`, :func:`percentile_interval`, :func:`stratified_bootstrap`,
 :func:`probability_of_improvement`, :class:`Interval`, :class:`Task` and
-:func:`load_task`, :func:`normalised_scores`, :func:`threshold_ratio_interval`,
-:class:`MethodIntervals`, :func:`interval_estimates`, :func:`intervals_table`,
+:func:`load_task`, :func:`task_from_curves`, :func:`normalised_scores`,
+:func:`threshold_ratio_interval`, :class:`MethodIntervals`, :func:`interval_estimates`, :func:`intervals_table`,
 :func:`plot_intervals` and :func:`main` (``python -m llm_gym.experiments.statistics``:
 the aggregate over several results folders).
 """
@@ -52,6 +52,7 @@ __all__ = [
     "intervals_table",
     "iqm",
     "load_task",
+    "task_from_curves",
     "main",
     "normalised_scores",
     "percentile_interval",
@@ -230,15 +231,26 @@ def load_task(
     curves = load_curves(path)
     if baseline not in curves.values:
         raise ValueError(f"{path} has no {baseline!r} runs; found {curves.methods}")
+    return task_from_curves(curves, name or Path(path).parent.name, baseline, fraction, smoothing)
+
+
+def task_from_curves(
+    curves: Curves,
+    name: str,
+    baseline: str = "sparse",
+    fraction: float = 0.9,
+    smoothing: int = 5,
+) -> Task:
+    """A :class:`Task` from curves in memory, as :func:`load_task` makes it from a file.
+
+    Example:
+        >>> curves = Curves({"sparse": {0: np.array([0.0, 1.0, 2.0])}})
+        >>> task = task_from_curves(curves, "t", smoothing=1)
+        >>> task.start, task.best, task.threshold
+        (0.0, 2.0, 1.8)
+    """
     best = curves.best(baseline, smoothing)
-    return Task(
-        name or Path(path).parent.name,
-        curves,
-        curves.start,
-        best,
-        fraction * best,
-        smoothing,
-    )
+    return Task(name, curves, curves.start, best, fraction * best, smoothing)
 
 
 def normalised_scores(task: Task, method: str, final: int | None = None) -> np.ndarray:

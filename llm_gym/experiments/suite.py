@@ -32,8 +32,9 @@ from llm_gym.experiments.statistics import (
     interval_estimates,
     intervals_table,
     load_task,
+    task_from_curves,
 )
-from llm_gym.experiments.summary import sparse_gain_share
+from llm_gym.experiments.summary import Curves, sparse_gain_share
 
 __all__ = [
     "SUITE_METHODS",
@@ -67,6 +68,17 @@ SUITE_NOTE = (
 
 def _share(task: Task, smoothing: int, methods: Sequence[str]) -> str:
     return f"{sparse_gain_share(task.curves, smoothing, methods):.0%}"
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    """``0-3, 5`` for ``[0, 1, 2, 3, 5]``."""
+    spans: list[list[int]] = []
+    for seed in sorted(seeds):
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def suite_preset(preset: ComparePreset, task: str) -> ComparePreset:
@@ -115,7 +127,9 @@ def write_suite_report(
     """``summary.md`` and ``ratios.png`` of the suite in ``out_dir``, from each task's curves.csv.
 
     Methods missing from a task are left out of the aggregate (it covers the
-    methods every task ran), and so are tasks not run yet (the report names them).
+    methods every task ran), and so are seeds some task has not run for all of them
+    (pooled runs would otherwise weigh a task by its seeds) and tasks not run yet
+    (the report names the seeds and tasks it leaves out).
     """
     out = Path(out_dir)
     not_run = [task for task in tasks if not (out / task / "curves.csv").exists()]
@@ -131,6 +145,28 @@ def write_suite_report(
     if methods is not None:
         wanted = ["sparse", *(m for m in methods if m != "sparse")]
         common = [m for m in wanted if m in common]
+    # the aggregate pools runs over tasks: a task with more seeds would weigh more, so it
+    # covers the seeds that every task ran for every method it covers
+    ran = {t.name: {s for m in common for s in t.curves.seeds(m)} for t in by_sparse}
+    complete = [
+        {s for s in ran[t.name] if all(s in t.curves.values[m] for m in common)} for t in by_sparse
+    ]
+    seeds = sorted(set.intersection(*complete))
+    if not seeds:
+        found = "; ".join(f"{name}: {sorted(r)}" for name, r in ran.items())
+        raise ValueError(
+            f"no seed was run by every method {common} on every task ({found}); "
+            "expected at least one seed in common"
+        )
+    left_seeds = {name: sorted(r - set(seeds)) for name, r in ran.items() if r - set(seeds)}
+    by_sparse = [
+        task_from_curves(
+            Curves({m: {s: t.curves.values[m][s] for s in seeds} for m in common}),
+            t.name,
+            smoothing=smoothing,
+        )
+        for t in by_sparse
+    ]
     # scores normalised by the best method's best: a task on which sparse barely learns
     # would otherwise put 1.0 at noise and outweigh the others; thresholds stay sparse's,
     # measured from the start (scores that start below zero have no "90% of the best")
@@ -148,14 +184,23 @@ def write_suite_report(
     estimates = interval_estimates(learned, common, reps=reps) if learned else []
     if estimates:
         plot_suite_ratios(estimates, out / "ratios.png")
-    seeds = sorted({s for t in loaded for runs in t.curves.values.values() for s in runs})
     lines = [
         "# Credit-benchmark suite",
         "",
-        f"Tasks: {', '.join(tasks)}; methods: {', '.join(common)}; seeds {seeds[0]}-{seeds[-1]} "
+        f"Tasks: {', '.join(tasks)}; methods: {', '.join(common)}; seeds {_seed_list(seeds)} "
         f"(runs per method and task in the table). Each task's own folder holds its curves, "
         "summary and fidelity table.",
         "",
+        *(
+            [
+                "Left out here, so that every task weighs the same (its own summary has them): "
+                + "; ".join(f"{name} seeds {_seed_list(r)}" for name, r in left_seeds.items())
+                + ".",
+                "",
+            ]
+            if left_seeds
+            else []
+        ),
         "| task | credit structure | score at update 0 | sparse's best (seed mean) | best "
         "method's best | sparse's share of the best gain | threshold (start + 90% of sparse's "
         "gain) |",
