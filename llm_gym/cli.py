@@ -69,6 +69,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _method_lambda(text: str) -> tuple[str, float]:
+    """A ``METHOD=LAMBDA`` pair such as ``sparse=1.0`` (argparse type)."""
+    method, sep, value = text.partition("=")
+    try:
+        if not sep or not method:
+            raise ValueError
+        return method, float(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected METHOD=LAMBDA such as sparse=1.0, got {text!r}"
+        ) from err
+
+
 def _non_negative_int(text: str) -> int:
     """An int >= 0 (argparse type)."""
     try:
@@ -172,6 +185,7 @@ def _compare(args: argparse.Namespace) -> None:
         "beta": args.beta,
         "learning_rate": args.lr,
         "gae_lambda": args.gae_lambda,
+        "gae_lambda_by_method": _by_method(args.gae_lambda_by_method),
         "kl_target": args.kl_target,
         "kl_horizon": args.kl_horizon,
         "kl_coef_max": args.kl_coef_max,
@@ -230,6 +244,17 @@ def _compare(args: argparse.Namespace) -> None:
         raise SystemExit(f"llm-gym compare: error: {err}") from err
     print(summary)
     print(f"wrote {args.out}/curves.csv, curves.png, summary.md and tb/")
+
+
+def _by_method(pairs: list[tuple[str, float]] | None) -> dict[str, float] | None:
+    """``--gae-lambda-by-method``'s pairs as a dict; a method named twice is refused."""
+    if pairs is None:
+        return None
+    names = [method for method, _ in pairs]
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise ValueError(f"--gae-lambda-by-method names {twice} more than once; give one each")
+    return dict(pairs)
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -382,6 +407,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     compare.add_argument("--lr", type=float, default=None)
     compare.add_argument("--gae-lambda", type=float, default=None)
+    compare.add_argument(
+        "--gae-lambda-by-method",
+        type=_method_lambda,
+        nargs="+",
+        default=None,
+        metavar="METHOD=LAMBDA",
+        help="a method's own GAE lambda in place of --gae-lambda, e.g. sparse=1.0 (TokenPPO)",
+    )
     compare.add_argument(
         "--critic",
         default=None,

@@ -37,6 +37,9 @@ class ComparePreset:
     n_epochs: int = 4
     learning_rate: float = 3e-5
     gae_lambda: float = 0.95
+    # TokenPPO only: a method's own GAE lambda in place of gae_lambda (e.g. {"sparse": 1.0},
+    # whose advantages then need no critic); empty: every method at gae_lambda, as before
+    gae_lambda_by_method: dict[str, float] = field(default_factory=dict)
     beta: float = 0.8
     abc_layers: tuple[int, ...] = (-1,)
     kl_coef: float = 0.05
@@ -130,6 +133,7 @@ class ComparePreset:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not bottom <= value <= top:
                 raise ValueError(f"{name} must be a number in [{bottom:g}, {top:g}], got {value!r}")
+        self._check_gae_lambda_by_method()
         if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not isinstance(self.kl_coef, (int, float)) or self.kl_coef < 0:
@@ -156,6 +160,47 @@ class ComparePreset:
             )
         if self.max_new_tokens is not None:
             check_new_tokens(self.max_new_tokens)
+
+    def _check_gae_lambda_by_method(self) -> None:
+        by_method = self.gae_lambda_by_method
+        if not isinstance(by_method, dict):
+            raise ValueError(
+                f"gae_lambda_by_method must be a dict of method name to lambda, got {by_method!r}"
+            )
+        if by_method and self.agent != "ppo":
+            raise ValueError(
+                f"gae_lambda_by_method={by_method!r} sets TokenPPO's GAE lambda; agent "
+                f"{self.agent!r} has no critic to bootstrap from (leave it empty)"
+            )
+        unknown = sorted(m for m in by_method if m not in registry)
+        if unknown:
+            raise ValueError(
+                f"gae_lambda_by_method names unknown methods {unknown}; expected names from "
+                f"{sorted(registry.names())}"
+            )
+        for method, value in by_method.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0.0 <= value <= 1.0
+            ):
+                raise ValueError(
+                    f"gae_lambda_by_method[{method!r}] must be a number in [0, 1], got {value!r}"
+                )
+        # stored sorted, as floats: the same map always gives the same config.json
+        object.__setattr__(
+            self, "gae_lambda_by_method", {m: float(by_method[m]) for m in sorted(by_method)}
+        )
+
+    def gae_lambda_of(self, method: str) -> float:
+        """The GAE lambda a method's runs use: its own in ``gae_lambda_by_method``, else
+        ``gae_lambda``.
+
+        >>> preset = ComparePreset(gae_lambda_by_method={"sparse": 1.0})
+        >>> preset.gae_lambda_of("sparse"), preset.gae_lambda_of("abc-centred")
+        (1.0, 0.95)
+        """
+        return self.gae_lambda_by_method.get(method, self.gae_lambda)
 
     @property
     def reward_model_name(self) -> str:

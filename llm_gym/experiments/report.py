@@ -266,6 +266,9 @@ def write_report(
         "",
         f"Preset: `{json.dumps(asdict(preset) | {'reward_model': preset.reward_model_name}, default=str)}`",
     ]
+    if preset.gae_lambda_by_method:
+        own = ", ".join(f"{m} {v:g}" for m, v in preset.gae_lambda_by_method.items())
+        parts.append(f"GAE lambda per method: {own}; every other method {preset.gae_lambda:g}.")
     if minutes is not None:
         parts.append(
             f"Wall time of the call that wrote this (resumed runs not counted): {minutes:.1f} min."

@@ -143,7 +143,7 @@ def make_agent(method: str, seed: int, preset: ComparePreset, device: str = "cpu
         batch_size=min(preset.batch_size, n_steps * preset.n_envs),
         n_epochs=preset.n_epochs,
         learning_rate=preset.learning_rate,
-        gae_lambda=preset.gae_lambda,
+        gae_lambda=preset.gae_lambda_of(method),
         **kl_options,
         kl_step_fraction=preset.kl_step_fraction,
         policy_kwargs=_policy_kwargs(preset, _task(env)),
