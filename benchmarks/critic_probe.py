@@ -12,6 +12,10 @@ on the same states:
 - ``prefix rule score``: on a rule task (decisive, diffuse, interaction), the
   rule's score of the text so far, a predictor that reads the prefix and nothing
   else; its explained variance is how much of the return the prefix determines;
+- ``reward model's prefix score``: the task's reward model read on the text so far
+  (the potential of ``pbrs``, and where a critic initialised from the reward model,
+  as TRL and InstructGPT build theirs, would start): as it stands, and after the
+  least-squares affine map fitted on the training states;
 - ``PPO's targets``: the spread of the targets PPO itself trains the critic on
   (TD(lambda) returns with this critic's zero values: lambda^(steps left) x score).
 
@@ -35,9 +39,12 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import explained_variance
 
+from llm_gym import assets
 from llm_gym.assets.rules import RULES, rule_words
 from llm_gym.experiments.presets import ComparePreset
 from llm_gym.experiments.runs import make_agent
+from llm_gym.rewards import CompletionBatch, HFRewardModel
+from llm_gym.rewards.loading import load_tokenizer
 
 
 def returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
@@ -54,9 +61,11 @@ def returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray) -> np.ndarray
 class RolloutGrabber(BaseCallback):
     """Keeps each rollout's hidden states, returns to go, PPO targets and rule prefix scores."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, reward_model: HFRewardModel, tokenizer: Any) -> None:
         super().__init__()
         self.task = task
+        self.reward_model, self.tokenizer = reward_model, tokenizer
+        self.rm_prefix: list[np.ndarray] = []
         self.hidden: list[np.ndarray] = []
         self.returns: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
@@ -81,8 +90,15 @@ class RolloutGrabber(BaseCallback):
         self.hidden.append(torch.cat(hidden).numpy())
         self.returns.append(returns_to_go(buffer.rewards, buffer.episode_starts).reshape(-1))
         self.targets.append(buffer.returns.reshape(-1).copy())
+        ids, mask = obs["input_ids"].numpy(), obs["attention_mask"].numpy()
+        windows = [i[m > 0].astype(np.int64) for i, m in zip(ids, mask)]
+        scores = []
+        for i in range(0, len(windows), 256):  # the whole window as one text
+            part = windows[i : i + 256]
+            batch = CompletionBatch([w[:-1] for w in part], [w[-1:] for w in part], self.tokenizer)
+            scores.append(self.reward_model(batch).scores)
+        self.rm_prefix.append(np.concatenate(scores))
         if self.task in RULES:
-            ids, mask = obs["input_ids"].numpy(), obs["attention_mask"].numpy()
             rule = RULES[self.task]
             self.prefix.append(
                 np.array([rule.score(" ".join(rule_words(i[m > 0]))) for i, m in zip(ids, mask)])
@@ -143,7 +159,8 @@ def main() -> None:
     # a learning rate no update can move the policy by: rollouts of the reference LM
     preset = replace(ComparePreset(), task=args.task, learning_rate=1e-12)
     model = make_agent("sparse", args.seed, preset)
-    grab = RolloutGrabber(args.task)
+    rm = HFRewardModel(assets.reward_model_path(preset.reward_model_name), device="cpu")
+    grab = RolloutGrabber(args.task, rm, load_tokenizer(str(assets.TOKENIZER_DIR)))
     start = time.perf_counter()
     model.learn(total_timesteps=args.rollouts * model.n_steps * model.n_envs, callback=grab)
     split = args.rollouts - args.held_out
@@ -156,6 +173,18 @@ def main() -> None:
     if grab.prefix:
         prefix = float(explained_variance(np.concatenate(grab.prefix), returns))
         print(f"prefix rule score: explained variance {prefix:.3f}")
+    rm_train, rm_test = (
+        np.concatenate(grab.rm_prefix[:split]),
+        np.concatenate(grab.rm_prefix[split:]),
+    )
+    y_train, y_test = np.concatenate(grab.returns[:split]), np.concatenate(grab.returns[split:])
+    slope, intercept = np.polyfit(rm_train, y_train, 1)
+    print(
+        "reward model's prefix score: held-out explained variance "
+        f"{explained_variance(rm_test, y_test):.3f} as it stands, "
+        f"{explained_variance(slope * rm_test + intercept, y_test):.3f} after the affine fit "
+        f"({slope:.2f} x + {intercept:+.2f}) on the training states"
+    )
     as_tensor = lambda parts: torch.as_tensor(np.concatenate(parts), dtype=torch.float32)  # noqa: E731
     data = (
         as_tensor(grab.hidden[:split]),

@@ -418,9 +418,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument(
         "--critic",
         default=None,
-        choices=["detached", "shared"],
+        choices=["detached", "shared", "reward-model"],
         help="TokenPPO's value function: detached (default; an MLP on the LM's stop-gradient "
-        "hidden state) or shared (a linear head whose value loss also trains the LM)",
+        "hidden state), shared (a linear head whose value loss also trains the LM) or "
+        "reward-model (a trainable copy of the runs' reward model: values start as its "
+        "prefix scores, as TRL's critic does)",
     )
     compare.add_argument("--kl-target", type=float, default=None)
     compare.add_argument(

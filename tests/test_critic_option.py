@@ -53,7 +53,8 @@ def test_critic_from_the_command_line(tmp_path, monkeypatch):
 
 def test_bad_critic_settings_are_named():
     with pytest.raises(
-        ValueError, match=r"critic must be one of \('detached', 'shared'\), got 'frozen'"
+        ValueError,
+        match=r"critic must be one of \('detached', 'shared', 'reward-model'\), got 'frozen'",
     ):
         ComparePreset(critic="frozen")
     with pytest.raises(

@@ -188,14 +188,14 @@ class MaskableCausalLMPolicy(CausalLMCore, MaskableActorCriticPolicy):
         self.last_entropy = distribution.entropy().detach()
         # the masked distribution's normalised logits: what the exact KL reads
         self.last_logits = distribution.distribution.logits.detach()
-        return actions, self._values(hidden), distribution.log_prob(actions)
+        return actions, self._values(hidden, obs), distribution.log_prob(actions)
 
     def evaluate_actions(  # type: ignore[override]
         self, obs: PyTorchObs, actions: torch.Tensor, action_masks: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hidden = self.hidden_state(obs)
         distribution = self._masked_distribution(obs, hidden, action_masks)
-        return self._values(hidden), distribution.log_prob(actions), distribution.entropy()
+        return self._values(hidden, obs), distribution.log_prob(actions), distribution.entropy()
 
     # the masked distribution takes the environment's masks too, as sb3-contrib's policy's does
     def get_distribution(  # type: ignore[override]

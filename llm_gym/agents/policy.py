@@ -57,7 +57,7 @@ __all__ = [
 
 #: value-function designs: "detached" reads the LM hidden state through stop-gradient
 #: (value loss cannot disturb the policy trunk), "shared" lets value gradients into it
-CRITICS = ("detached", "shared")
+CRITICS = ("detached", "shared", "reward-model")
 
 
 def load_causal_lm(
@@ -122,6 +122,7 @@ class CausalLMCore(_PolicyBase):
     optimizer_kwargs: dict[str, Any]
     action_dist: CategoricalDistribution
     action_net: nn.Module
+    value_net: nn.Linear  # as SB3's ActorCriticPolicy types it; _build sets other critics too
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class CausalLMCore(_PolicyBase):
         model: str | None = None,
         critic: str = "detached",
         critic_hidden: int = 128,
+        critic_model: str | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         n_tokens: int | None = None,
@@ -145,6 +147,11 @@ class CausalLMCore(_PolicyBase):
         check_token_spaces(observation_space, action_space)
         if critic not in CRITICS:
             raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
+        if (critic == "reward-model") != (critic_model is not None):
+            raise ValueError(
+                "critic 'reward-model' needs critic_model (the reward model's hub id or folder) "
+                f"and no other critic takes one; got critic={critic!r}, critic_model={critic_model!r}"
+            )
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
@@ -164,6 +171,7 @@ class CausalLMCore(_PolicyBase):
         self.model_name = model
         self.critic = critic
         self.critic_hidden = critic_hidden
+        self.critic_model = critic_model
         self.temperature = float(temperature)
         self.top_k = top_k
         self.n_tokens = n_tokens
@@ -199,15 +207,19 @@ class CausalLMCore(_PolicyBase):
                 "or shorter prompts and completions"
             )
         width = self.lm.get_output_embeddings().in_features
-        if self.critic == "shared":
-            last = self.value_net = nn.Linear(width, 1)
+        value_net: nn.Module
+        if self.critic == "reward-model":
+            value_net = self._reward_model_critic(high)
         else:
-            first = nn.Linear(width, self.critic_hidden)
-            last = nn.Linear(self.critic_hidden, 1)
-            # SB3 types value_net as the Linear head its own _build makes
-            self.value_net = nn.Sequential(first, nn.Tanh(), last)  # type: ignore[assignment]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+            if self.critic == "shared":
+                last = value_net = nn.Linear(width, 1)
+            else:
+                last = nn.Linear(self.critic_hidden, 1)
+                value_net = nn.Sequential(nn.Linear(width, self.critic_hidden), nn.Tanh(), last)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        # SB3 types value_net as the Linear head its own _build makes
+        self.value_net = value_net  # type: ignore[assignment]
         self.action_net = nn.Identity()
         # looked up once (transformers finds it anew on every call); a tuple, so that it is
         # not registered a second time as a submodule
@@ -229,12 +241,25 @@ class CausalLMCore(_PolicyBase):
             else None
         )
 
+    def _reward_model_critic(self, highest_id: int) -> nn.Module:
+        from llm_gym.agents.reward_model_critic import RewardModelCritic
+
+        critic = RewardModelCritic(str(self.critic_model), trust_remote_code=self.trust_remote_code)
+        if highest_id >= critic.vocab_size:
+            raise ValueError(
+                f"observation input_ids go up to {highest_id} but the critic's reward model "
+                f"{self.critic_model!r} reads {critic.vocab_size} token ids; critic "
+                "'reward-model' needs a reward model on the environment's tokenizer"
+            )
+        return critic
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
             model=self.model_name,
             critic=self.critic,
             critic_hidden=self.critic_hidden,
+            critic_model=self.critic_model,
             temperature=self.temperature,
             top_k=self.top_k,
             n_tokens=self.n_tokens,
@@ -311,7 +336,12 @@ class CausalLMCore(_PolicyBase):
             processors.append(TopKLogitsWarper(self.top_k, filter_value=torch.finfo().min))
         return processors
 
-    def _values(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _values(self, hidden: torch.Tensor, obs: PyTorchObs) -> torch.Tensor:
+        if self.critic == "reward-model":  # reads the window itself, not the LM's state
+            window = cast(dict[str, torch.Tensor], obs)
+            return self.value_net(
+                token_ids(window["input_ids"]), token_ids(window["attention_mask"])
+            )
         return self.value_net(hidden.detach() if self.critic == "detached" else hidden)
 
     def _distribution(self, hidden: torch.Tensor) -> CategoricalDistribution:
@@ -332,14 +362,14 @@ class CausalLMCore(_PolicyBase):
         self.last_entropy = entropy.detach()
         #: the logits the last step sampled from (an agent's exact KL reads them)
         self.last_logits = logits.detach()
-        return actions, self._values(hidden), log_prob
+        return actions, self._values(hidden, obs), log_prob
 
     def evaluate_actions(
         self, obs: PyTorchObs, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.hidden_state(obs)
         distribution = self._distribution(hidden)
-        outputs = self._values(hidden), distribution.log_prob(actions), distribution.entropy()
+        outputs = self._values(hidden, obs), distribution.log_prob(actions), distribution.entropy()
         if self.gradient_scaler is not None:
             return self.gradient_scaler.scale_gradients(*outputs)  # type: ignore[return-value]
         return outputs
@@ -348,7 +378,7 @@ class CausalLMCore(_PolicyBase):
         return self._distribution(self.hidden_state(obs))
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
-        return self._values(self.hidden_state(obs))
+        return self._values(self.hidden_state(obs), obs)
 
 
 # ActorCriticPolicy declares action_dist as any Distribution; a token policy's is categorical
@@ -371,9 +401,14 @@ class CausalLMPolicy(CausalLMCore, ActorCriticPolicy):  # type: ignore[misc]
         lr_schedule: learning-rate schedule (given by the algorithm).
         model: hub id or folder of a causal LM; ``None``: the embedded tiny LM. A
             name, not a live model, so that ``save``/``load`` can rebuild it.
-        critic: ``"detached"`` (default; an MLP on the stop-gradient hidden state)
-            or ``"shared"`` (a linear head whose gradients reach the LM trunk).
+        critic: ``"detached"`` (default; an MLP on the stop-gradient hidden state),
+            ``"shared"`` (a linear head whose gradients reach the LM trunk) or
+            ``"reward-model"`` (a trainable copy of the decoder reward model
+            ``critic_model``, reading the window: values start as its prefix scores,
+            as TRL's and InstructGPT's critics do;
+            :class:`~llm_gym.agents.reward_model_critic.RewardModelCritic`).
         critic_hidden: width of the detached critic's hidden layer.
+        critic_model: the reward-model critic's hub id or folder.
         temperature: divides the logits before sampling (1.0: the LM's own).
         top_k: sample only among the k most likely tokens (``None``: all).
         n_tokens: sample only ids below this, the tokenizer's size, when the LM's

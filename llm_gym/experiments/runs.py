@@ -70,6 +70,8 @@ def _policy_kwargs(preset: ComparePreset, task: Any) -> dict[str, Any] | None:
     kwargs: dict[str, Any] = {}
     if preset.critic != "detached":  # the policy's default, left unnamed as before
         kwargs["critic"] = preset.critic
+    if preset.critic == "reward-model":  # a trainable copy of the runs' own reward model
+        kwargs["critic_model"] = _reward_model_path(preset)
     if preset.policy_path is not None:
         kwargs["model"] = preset.policy_path
         if task.vocab_size > len(task.tokenizer):  # padded output layer: never sample a non-token
@@ -298,17 +300,23 @@ def _read_rows(csv_path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _ray_reward_model(preset: ComparePreset, options: Mapping[str, Any]) -> Any:
-    """The preset's reward model served by Ray actors placed as ``options`` say."""
+def _reward_model_path(preset: ComparePreset) -> str:
+    """The folder of the preset's bundled reward model, or its hub id or folder as given."""
     from llm_gym import assets
-    from llm_gym.rewards import RayRewardModel
 
     name = preset.reward_model_name
-    path = assets.reward_model_path(name) if name in assets.REWARD_MODELS else name
+    return str(assets.reward_model_path(name)) if name in assets.REWARD_MODELS else name
+
+
+def _ray_reward_model(preset: ComparePreset, options: Mapping[str, Any]) -> Any:
+    """The preset's reward model served by Ray actors placed as ``options`` say."""
+    from llm_gym.rewards import RayRewardModel
+
+    path = _reward_model_path(preset)
     kwargs = dict(preset.env_kwargs.get("reward_model_kwargs") or {})
     kwargs.setdefault("trust_remote_code", preset.env_kwargs.get("trust_remote_code", False))
     # each call scored as sent: the runs stay bit-for-bit those of a local reward model
-    return RayRewardModel(str(path), **{"merge_calls": False, **kwargs, **options})
+    return RayRewardModel(path, **{"merge_calls": False, **kwargs, **options})
 
 
 def run_compare(

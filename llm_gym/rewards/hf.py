@@ -383,12 +383,16 @@ class HFRewardModel(RewardModel):
             output_attentions=output_attentions,
         )
 
-    def logits_to_scores(self, logits: torch.Tensor) -> np.ndarray:
-        """(B,) float64 scores from (B, num_labels) logits, by the ``score`` definition."""
+    def score_tensor(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 scores from (B, num_labels) logits, by the ``score`` definition,
+        on the logits' device and differentiable (a critic built on the model trains it)."""
         pos, neg = self._score_index
         logits = logits.float()  # a half-precision RM's difference is taken in float32
-        scores = logits[:, pos] if neg is None else logits[:, pos] - logits[:, neg]
-        return scores.double().cpu().numpy()
+        return logits[:, pos] if neg is None else logits[:, pos] - logits[:, neg]
+
+    def logits_to_scores(self, logits: torch.Tensor) -> np.ndarray:
+        """(B,) float64 scores from (B, num_labels) logits, by the ``score`` definition."""
+        return self.score_tensor(logits).detach().double().cpu().numpy()
 
     @torch.no_grad()
     def score(
