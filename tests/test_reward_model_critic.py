@@ -43,6 +43,30 @@ def test_values_start_as_the_reward_models_scores_of_the_text_so_far():
     )
 
 
+def test_cached_rollout_values_and_shared_prefix_update_values_equal_the_scores():
+    critic = RewardModelCritic(str(assets.reward_model_path("decisive")))
+    # one episode of two envs, a token a step, left-padded windows of 6 (as the env's)
+    tokens = torch.tensor([[5, 10, 11, 12, 13, 14, 15], [7, 8, 9, 20, 21, 22, 23]])
+    windows, masks = [], []
+    for t in range(3, 8):
+        ids = torch.zeros(2, 6, dtype=torch.long)
+        mask = torch.zeros(2, 6, dtype=torch.long)
+        ids[:, 6 - min(t, 6) :], mask[:, 6 - min(t, 6) :] = tokens[:, max(t - 6, 0) : t], 1
+        windows.append(ids)
+        masks.append(mask)
+    expected = _rm_scores(
+        "decisive",
+        [w[m > 0].numpy() for ids, mask in zip(windows, masks) for w, m in zip(ids, mask)],
+    )
+    critic.eval()
+    with torch.no_grad():  # a rollout: the trunk's key/value cache grows a token a step
+        rollout = torch.cat([critic(ids, mask) for ids, mask in zip(windows, masks)])
+    critic.train()
+    update = critic(torch.cat(windows), torch.cat(masks))  # one forward per episode
+    np.testing.assert_allclose(rollout[:, 0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(update[:, 0].detach().numpy(), expected, atol=1e-5)
+
+
 def test_the_value_loss_trains_the_copy_and_neither_the_lm_nor_the_env_reward_model():
     model = make_agent("sparse", 0, DECISIVE)
     window = {

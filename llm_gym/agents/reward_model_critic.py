@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llm_gym.agents.decoding import IncrementalDecoder, shared_prefix_hidden
 from llm_gym.rewards.hf import HFRewardModel
-from llm_gym.rewards.padding import position_ids_from_mask
 
 __all__ = ["RewardModelCritic"]
 
@@ -21,6 +21,10 @@ __all__ = ["RewardModelCritic"]
 class RewardModelCritic(nn.Module):
     """``critic(input_ids, attention_mask)``: (batch, 1) values, a decoder reward model's
     scores of left-padded windows, with the model's weights trainable.
+
+    Its forwards cost what the policy's do: in rollouts (eval mode, no gradient) the
+    reward model's trunk decodes incrementally with a key/value cache, and in updates
+    a minibatch's windows of one episode share one forward (``shared_prefix_hidden``).
 
     Args:
         model: hub id or folder of a decoder sequence classifier (last-token pooling)
@@ -57,6 +61,7 @@ class RewardModelCritic(nn.Module):
         self.reward_model = reward_model  # its forward and score definition, not a module
         self.model = reward_model.model.requires_grad_(True)  # registered: trained and saved
         self.model.eval()
+        self.decoder = IncrementalDecoder(self.model.base_model)
 
     @property
     def vocab_size(self) -> int:
@@ -64,14 +69,17 @@ class RewardModelCritic(nn.Module):
         return int(self.model.get_input_embeddings().num_embeddings)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.reward_model.forward(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-        )
-        return self.reward_model.score_tensor(out.logits)[:, None]
+        trunk = self.model.base_model
+        if not self.training and not torch.is_grad_enabled():
+            hidden = self.decoder(input_ids, attention_mask)
+        else:
+            hidden = shared_prefix_hidden(trunk, input_ids, attention_mask)
+        # the classifier's head on the window's newest token, as the reward model scores
+        return self.reward_model.score_tensor(self.model.score(hidden))[:, None]
 
     def train(self, mode: bool = True) -> RewardModelCritic:
         super().train(mode)
         self.model.eval()  # no dropout: a state's value does not depend on the pass
+        if mode:  # the weights are about to change: cached keys and values go stale
+            self.decoder.reset()
         return self
