@@ -2,6 +2,8 @@
 
 - :class:`CausalLMPolicy`: a pretrained causal LM as an actor-critic policy.
 - :class:`TokenPPO`: PPO with per-token credit, KV-cached rollouts and a KL penalty.
+- :class:`RewardModelCritic`: a value function that starts as the reward model
+  (``policy_kwargs={"critic": "reward-model", "critic_model": ...}``).
 - :class:`TokenMaskablePPO`: the same on sb3-contrib's MaskablePPO, with top-k /
   top-p masks from the reference model.
 - :class:`TokenRLOO`, :class:`TokenGRPO`: critic-free group algorithms (several
@@ -18,6 +20,7 @@ from llm_gym.agents.kl import KLController, PIDKLController
 from llm_gym.agents.maskable import MaskableCausalLMPolicy, TokenMaskablePPO, top_k_top_p_mask
 from llm_gym.agents.policy import CausalLMPolicy
 from llm_gym.agents.ppo import TokenPPO
+from llm_gym.agents.reward_model_critic import RewardModelCritic
 from llm_gym.agents.vec_env import GymnasiumVecEnv, make_token_vec_env
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "KLController",
     "MaskableCausalLMPolicy",
     "PIDKLController",
+    "RewardModelCritic",
     "TokenMaskablePPO",
     "TokenCreditBuffer",
     "TokenGRPO",
