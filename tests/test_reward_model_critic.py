@@ -136,3 +136,13 @@ def test_bad_critic_models_are_named(tiny_bert_rm, tiny_gpt2_rm):
             n_steps=2,
             policy_kwargs={"critic": "reward-model", "critic_model": tiny_gpt2_rm},
         )
+
+
+def test_a_compare_reward_model_on_another_tokenizer_is_refused_before_training(tiny_gpt2_rm):
+    preset = ComparePreset(
+        reward_model=tiny_gpt2_rm, critic="reward-model", n_envs=2, max_new_tokens=2
+    )
+    with pytest.raises(
+        ValueError, match=r"on the environment's tokenizer, got pooling 'last' and another"
+    ):
+        make_agent("sparse", 0, preset)

@@ -66,11 +66,28 @@ def _task(env: gym.Env | gym.vector.VectorEnv) -> Any:
     return cast(Any, env.unwrapped).task
 
 
+def _check_copyable_reward_model(preset: ComparePreset, task: Any) -> None:
+    """The reward-model critic reads the environment's token ids: its RM must read them too."""
+    from llm_gym.rewards import HFRewardModel
+
+    rm = task.reward_model
+    if isinstance(rm, HFRewardModel) and not (
+        rm.pooling == "last" and rm.uses_env_ids(task.tokenizer)
+    ):
+        raise ValueError(
+            f"critic 'reward-model' copies the reward model {preset.reward_model_name!r} and "
+            "reads the environment's token ids with it; expected a decoder reward model "
+            f"(last-token pooling) on the environment's tokenizer, got pooling {rm.pooling!r} "
+            f"and {'the same' if rm.uses_env_ids(task.tokenizer) else 'another'} tokenizer"
+        )
+
+
 def _policy_kwargs(preset: ComparePreset, task: Any) -> dict[str, Any] | None:
     kwargs: dict[str, Any] = {}
     if preset.critic != "detached":  # the policy's default, left unnamed as before
         kwargs["critic"] = preset.critic
     if preset.critic == "reward-model":  # a trainable copy of the runs' own reward model
+        _check_copyable_reward_model(preset, task)
         kwargs["critic_model"] = _reward_model_path(preset)
     if preset.policy_path is not None:
         kwargs["model"] = preset.policy_path
