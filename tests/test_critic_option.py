@@ -61,3 +61,19 @@ def test_bad_critic_settings_are_named():
         ValueError, match=r"critic='shared' is TokenPPO's value function; agent 'rloo'"
     ):
         ComparePreset(agent="rloo", critic="shared")
+
+
+def test_the_default_critic_draws_its_layers_first_to_last(monkeypatch):
+    # the order draws their initial weights from torch's generator: another order would
+    # change every run of every results folder
+    drawn: list[int] = []
+    build = torch.nn.Linear.__init__
+
+    def record(self, *args, **kwargs):
+        drawn.append(id(self))
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Linear, "__init__", record)
+    critic = make_agent("sparse", 0, ComparePreset(n_envs=2, max_new_tokens=4)).policy.value_net
+    first, last = drawn.index(id(critic[0])), drawn.index(id(critic[2]))
+    assert last == first + 1

@@ -214,8 +214,11 @@ class CausalLMCore(_PolicyBase):
             if self.critic == "shared":
                 last = value_net = nn.Linear(width, 1)
             else:
+                # built first layer first: the order draws their initial weights from torch's
+                # generator, so any other order would change every run
+                first = nn.Linear(width, self.critic_hidden)
                 last = nn.Linear(self.critic_hidden, 1)
-                value_net = nn.Sequential(nn.Linear(width, self.critic_hidden), nn.Tanh(), last)
+                value_net = nn.Sequential(first, nn.Tanh(), last)
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         # SB3 types value_net as the Linear head its own _build makes
