@@ -67,6 +67,20 @@ def test_cached_rollout_values_and_shared_prefix_update_values_equal_the_scores(
     np.testing.assert_allclose(update[:, 0].detach().numpy(), expected, atol=1e-5)
 
 
+def test_loading_weights_into_the_critic_drops_its_cache():
+    critic = RewardModelCritic(str(assets.reward_model_path("decisive"))).eval()
+    ids, mask = torch.tensor([[0, 5, 10, 11]]), torch.tensor([[0, 1, 1, 1]])
+    longer, longer_mask = torch.tensor([[5, 10, 11, 12]]), torch.ones(1, 4, dtype=torch.long)
+    with torch.no_grad():
+        critic(ids, mask)  # the cache now holds keys and values of the old weights
+        state = {k: v + 0.01 for k, v in critic.state_dict().items()}
+        critic.load_state_dict(state)
+        cached = critic(longer, longer_mask)  # one token on from the cached window
+    critic.train()
+    fresh = critic(longer, longer_mask)  # a full forward with the loaded weights
+    torch.testing.assert_close(cached, fresh.detach(), atol=1e-5, rtol=0)
+
+
 def test_the_value_loss_trains_the_copy_and_neither_the_lm_nor_the_env_reward_model():
     model = make_agent("sparse", 0, DECISIVE)
     window = {

@@ -296,9 +296,6 @@ class CausalLMCore(_PolicyBase):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self.decoder.reset()
-        critic_cache = getattr(self.value_net, "decoder", None)  # the reward-model critic's
-        if isinstance(critic_cache, IncrementalDecoder):
-            critic_cache.reset()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ---------------------------------------------------------------- forward

@@ -62,6 +62,9 @@ class RewardModelCritic(nn.Module):
         self.model = reward_model.model.requires_grad_(True)  # registered: trained and saved
         self.model.eval()
         self.decoder = IncrementalDecoder(self.model.base_model)
+        # loaded weights make cached keys and values stale, however the load is reached
+        # (torch leaves the hook registration untyped)
+        self.register_load_state_dict_pre_hook(lambda *_: self.decoder.reset())  # type: ignore[no-untyped-call]
 
     @property
     def vocab_size(self) -> int:
@@ -69,11 +72,10 @@ class RewardModelCritic(nn.Module):
         return int(self.model.get_input_embeddings().num_embeddings)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        trunk = self.model.base_model
         if not self.training and not torch.is_grad_enabled():
             hidden = self.decoder(input_ids, attention_mask)
         else:
-            hidden = shared_prefix_hidden(trunk, input_ids, attention_mask)
+            hidden = shared_prefix_hidden(self.model.base_model, input_ids, attention_mask)
         # the classifier's head on the window's newest token, as the reward model scores
         return self.reward_model.score_tensor(self.model.score(hidden))[:, None]
 

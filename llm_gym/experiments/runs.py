@@ -71,14 +71,15 @@ def _check_copyable_reward_model(preset: ComparePreset, task: Any) -> None:
     from llm_gym.rewards import HFRewardModel
 
     rm = task.reward_model
-    if isinstance(rm, HFRewardModel) and not (
-        rm.pooling == "last" and rm.uses_env_ids(task.tokenizer)
-    ):
+    if not isinstance(rm, HFRewardModel):
+        return
+    same_ids = rm.uses_env_ids(task.tokenizer)
+    if rm.pooling != "last" or not same_ids:
         raise ValueError(
             f"critic 'reward-model' copies the reward model {preset.reward_model_name!r} and "
             "reads the environment's token ids with it; expected a decoder reward model "
             f"(last-token pooling) on the environment's tokenizer, got pooling {rm.pooling!r} "
-            f"and {'the same' if rm.uses_env_ids(task.tokenizer) else 'another'} tokenizer"
+            f"and {'the same' if same_ids else 'another'} tokenizer"
         )
 
 
